@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--print-config", action="store_true", help="print the quickstart config and exit")
     _add_overrides(q)
 
-    t = sub.add_parser("train", help="RL training from a YAML recipe")
+    t = sub.add_parser("train", help="training from a YAML recipe (its trainer: rl, dpo, ppo...)")
     t.add_argument("recipe", help="YAML recipe (see recipes/)")
     t.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
     _add_overrides(t)
@@ -109,9 +109,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         quickstart(args.output_dir, args.seed, args.overrides)
         return 0
     if args.cmd == "train":
-        from llmrl.train.rl import train
+        from llmrl.train.trainers import run_trainer
 
-        summary = train(load_config(args.recipe, args.overrides), resume=args.resume)
+        summary = run_trainer(load_config(args.recipe, args.overrides), resume=args.resume)
         _print_summary(summary)
         return 0
     if args.cmd == "sft":

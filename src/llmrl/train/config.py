@@ -128,6 +128,7 @@ class SFTConfig:
 
 @dataclass
 class Config:
+    trainer: str = doc("training loop: rl (policy gradient) or another name in llmrl.train.trainers", "rl")
     seed: int = doc("seed of everything (sampling, shuffles, model init)", 0)
     output_dir: str = doc("where metrics, checkpoints and the final model go", "runs/default")
     steps: int = doc("RL steps (one rollout batch each)", 100)
@@ -148,11 +149,13 @@ class Config:
         from llmrl.algos import ADVANTAGES, AGG_MODES, POLICY_LOSSES
         from llmrl.core.registry import check_options
         from llmrl.tasks import TASKS
+        from llmrl.train.trainers import TRAINERS
 
         def need(cond: bool, key: str, msg: str) -> None:
             if not cond:
                 raise ConfigError(f"{key}: {msg}")
 
+        need(self.trainer in TRAINERS, "trainer", f"unknown trainer {self.trainer!r}; valid: {sorted(TRAINERS)}")
         adv = ADVANTAGES.get(self.algo.advantage) if self.algo.advantage in ADVANTAGES else None
         need(adv is not None, "algo.advantage", f"unknown estimator {self.algo.advantage!r}; valid: {ADVANTAGES.names()}")
         loss = POLICY_LOSSES.get(self.algo.loss) if self.algo.loss in POLICY_LOSSES else None
