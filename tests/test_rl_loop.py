@@ -61,3 +61,13 @@ def test_trained_model_dir_loads_back_through_the_cli(tiny_overrides, tmp_path, 
     tok = AutoTokenizer.from_pretrained(final)
     assert tok.decode(tok.encode("12+34=", add_special_tokens=False)) == "12+34="
     assert torch.isfinite(m(torch.tensor([[5, 6, 7]])).logits).all()
+
+
+def test_dynamic_sampling_with_no_informative_group_trains_on_the_last_round(tiny_overrides):
+    # a target longer than any completion (max_new_tokens=6) never occurs: every reward is 0, every group dropped
+    cfg = load_config(None, [*tiny_overrides, "task.name=test_char_a", "task.options={target: aaaaaaaaaa}", "steps=2",
+                             "rollout.dynamic_sampling=true", "rollout.max_sampling_rounds=2"])
+    train(cfg)
+    rows = read_metrics(f"{cfg.output_dir}/metrics.jsonl", "train")
+    assert [r["groups_kept"] for r in rows] == [0.0, 0.0]
+    assert all(r["sampling_rounds"] == 2.0 and r["groups_dropped"] == 8.0 for r in rows), rows

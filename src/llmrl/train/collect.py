@@ -90,7 +90,8 @@ def collect(generator: Generator, tokenizer: Any, task: Task, data: DataStream, 
             max_rounds: int = 4, overlong_buffer: int = 0, overlong_factor: float = 1.0,
             env: Environment | None = None, max_turns: int = 1) -> Rollouts:
     """Generate and score ``prompts`` groups. With dynamic sampling (DAPO), groups whose rewards are all
-    equal carry no signal: they are dropped and more prompts are drawn, for at most ``max_rounds``."""
+    equal carry no signal: they are dropped and more prompts are drawn, for at most ``max_rounds``
+    (if every group was dropped, the last round's groups are returned unchanged)."""
     kept: list[list[Episode]] = []
     all_eps: list[Episode] = []
     rounds, dropped = 0, 0
@@ -113,7 +114,9 @@ def collect(generator: Generator, tokenizer: Any, task: Task, data: DataStream, 
         if not dynamic_sampling or len(kept) >= prompts or rounds >= max_rounds:
             break
     kept = kept[:prompts]
-    episodes = [e for g in kept for e in g]
+    # Nothing informative after max_rounds: train on the last round anyway. Its groups have equal
+    # rewards, so group-relative advantages are 0 and only the KL/entropy terms act; logged as groups_kept=0.
+    episodes = [e for g in kept for e in g] if kept else eps
     # Metrics describe everything sampled (what the policy does), not only the kept groups.
     metrics = score_summary(all_eps)
     metrics.update({"groups_kept": float(len(kept)), "groups_dropped": float(dropped), "sampling_rounds": float(rounds)})
