@@ -14,6 +14,15 @@ from llmrl.rewards.localization import (
 )
 from llmrl.rewards.logic import kk_reward
 from llmrl.rewards.math import extract_answer, math_equal, math_reward
+from llmrl.rewards.molecule import (
+    extract_smiles,
+    molecule_properties,
+    molecule_reward,
+    property_reward,
+    range_score,
+    substructure_reward,
+    validity_reward,
+)
 from llmrl.rewards.schema import schema_reward, tool_call_reward
 from llmrl.rewards.shaping import SHAPERS, RunningStats, length_penalty, reg_rm_loss, shape_rewards
 from llmrl.rewards.swe import swe_rl_diff_reward, swe_rl_prompt, swe_rl_reward
@@ -25,5 +34,6 @@ __all__ = [
     "think_answer_format", "f_beta", "file_localization_reward", "function_localization_reward",
     "line_localization_reward", "swe_rl_diff_reward", "swe_rl_prompt", "swe_rl_reward", "extract_answer",
     "math_equal", "math_reward", "schema_reward", "tool_call_reward", "judge_score", "judge_scores",
-    "make_judge_reward", "chrf", "sentence_bleu", "translation_reward",
+    "make_judge_reward", "chrf", "sentence_bleu", "translation_reward", "extract_smiles", "molecule_properties",
+    "molecule_reward", "property_reward", "range_score", "substructure_reward", "validity_reward",
 ]
