@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("path")
     m.add_argument("--arch", default="llama", choices=["llama", "qwen2"])
     m.add_argument("--seed", type=int, default=0)
+    from llmrl.data.command import add_curate_arguments
+    d = sub.add_parser("data", help="data preparation (curate: Big-Math style filtering of a math set)")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    add_curate_arguments(dsub.add_parser("curate", help="dedup, filter and rate a JSONL/parquet math set"))
     return ap
 
 
@@ -140,6 +144,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(save_tiny_model(args.path, spec=TinyModelSpec(arch=args.arch), seed=args.seed))
         return 0
+    if args.cmd == "data":
+        from llmrl.data.command import run_curate
+        return run_curate(args)
     raise AssertionError(args.cmd)
 
 
