@@ -32,7 +32,7 @@ def per_seq(values: list[float]) -> torch.Tensor:
 
 
 def test_registry_names() -> None:
-    assert ADVANTAGES.names() == ["dr_grpo", "grpo", "reinforce", "reinforce_pp", "remax", "rloo"]
+    assert ADVANTAGES.names() == ["dr_grpo", "gae", "grpo", "reinforce", "reinforce_pp", "remax", "rloo"]
 
 
 def test_token_rewards_hand_values() -> None:

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rl_step.py"
+DVPO_SCRIPT = SCRIPT.with_name("dvpo_vs_ppo.py")
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rl_step_benchmark", SCRIPT)
+def load_script(path: Path = SCRIPT, name: str = "rl_step_benchmark") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -52,3 +53,19 @@ def test_rl_step_benchmark_table(capsys: pytest.CaptureFixture[str]) -> None:
     bench.main(["--no-trl", "--warmup", "0", "--steps", "1", "--max-new-tokens", "4", "--threads", "1"])
     out = capsys.readouterr().out
     assert "llmrl" in out and "gen tok/s" in out and "trl " not in out
+
+
+def test_dvpo_vs_ppo_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_script(DVPO_SCRIPT, "dvpo_vs_ppo_benchmark")
+    argv = ["--hidden-size", "32", "--layers", "1", "--prompts", "2", "--samples", "2", "--max-new-tokens", "4",
+            "--steps", "1", "--warmup", "0", "--threads", "1"]
+    result = bench.main([*argv, "--json"])
+    assert json.loads(capsys.readouterr().out) == result
+    for method in ("ppo", "dvpo"):
+        for key in bench.KEYS:
+            assert result[method][key] > 0, (method, key)
+    assert set(result["ratio"]) == set(bench.KEYS)
+    assert result["ratio"]["seconds_per_step"] == pytest.approx(
+        result["dvpo"]["seconds_per_step"] / result["ppo"]["seconds_per_step"])
+    table = bench.table(result)
+    assert "DVPO/PPO" in table and "RSS delta" in table and "paper: -40% memory, -35% time" in table

@@ -286,8 +286,8 @@ def test_report_counts_add_up_on_the_handcrafted_set(handcrafted: Path, tmp_path
 
 def test_curating_a_curated_file_changes_nothing(handcrafted: Path, tmp_path: Path) -> None:
     once, twice = tmp_path / "once.jsonl", tmp_path / "twice.jsonl"
-    curate_file(handcrafted, once, err=None)
-    report = curate_file(once, twice, err=None)
+    curate_file(handcrafted, once, quiet=True)
+    report = curate_file(once, twice, quiet=True)
     assert once.read_text() == twice.read_text() and report["rows_in"] == report["rows_kept"] == 4
 
 
@@ -308,7 +308,7 @@ def test_parquet_in_and_out(tmp_path: Path) -> None:
                           "llama8b_solve_rate": [0.5, float("nan"), 1.0, 0.0, 1.0]})
     src = tmp_path / "in.parquet"
     frame.to_parquet(src)
-    report = curate_file(src, tmp_path / "out.parquet", CurateOptions(), err=None)
+    report = curate_file(src, tmp_path / "out.parquet", CurateOptions(), quiet=True)
     assert report["rows_in"] == 5 and report["rows_kept"] == 2  # a solution column needs a \boxed{} answer
     assert {s["step"]: s["removed"] for s in report["steps"] if s["removed"]} == {
         "malformed": 1, "no_answer": 1, "exact_duplicate": 1}
@@ -320,8 +320,8 @@ def test_no_row_with_a_question_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "q.jsonl"
     path.write_text('{"text": "What is 1+1?", "answer": "2"}\n')
     with pytest.raises(DataError, match="no row has a question"):
-        curate_file(path, tmp_path / "o.jsonl", err=None)
-    assert curate_file(path, tmp_path / "o.jsonl", CurateOptions(question_key="text"), err=None)["rows_kept"] == 1
+        curate_file(path, tmp_path / "o.jsonl", quiet=True)
+    assert curate_file(path, tmp_path / "o.jsonl", CurateOptions(question_key="text"), quiet=True)["rows_kept"] == 1
 
 
 # -- the command line -----------------------------------------------------------------------------------
@@ -390,7 +390,7 @@ def test_curated_output_trains_with_the_bigmath_recipe(handcrafted: Path, tmp_pa
     from tests.test_recipes import COMMON
 
     out = tmp_path / "curated.jsonl"
-    curate_file(handcrafted, out, CurateOptions(), err=None)
+    curate_file(handcrafted, out, CurateOptions(), quiet=True)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     task = MathTask(path=out, question_key="problem")
     assert sorted(s["prompt"] for s in task.pool or []) == sorted(r["prompt"] for r in rows)

@@ -19,6 +19,18 @@ COMMON = [*TINY, "model.path=null", "model.dtype=float32", "steps=2", "save_ever
           "sft.num_examples=16", "eval.size=4", "rollout.max_new_tokens=8"]
 # recipe stem -> extra overrides needed to make it tiny (keys the TINY list does not cover)
 EXTRA: dict[str, list[str]] = {
+    "mpo": ["mix.policy_steps=2", "mix.md_steps=2", "mix.md_samples=2", "mix.md_prompts=2"],
+    "reward_model": ["rm.max_steps=2"],
+    "aup_rlhf": ["rm.max_steps=2", "rm.privacy.users_per_step=4"],
+    "dvpo": ["gvm.steps=3", "gvm.batch_size=4"],
+    "par_ppo": ["algo.reference_samples=2"],
+    "ipo_self_judge": ["online.iterations=1", "online.prompts=2", "pref.batch_size=2"],
+    "onpo": ["online.iterations=1", "online.prompts=2", "pref.batch_size=2"],
+    "clamp_dpo": ["online.iterations=1", "online.prompts=2", "pref.batch_size=2", "pref.max_length=64",
+                  "pref.max_prompt_length=48"],
+    "swe_rl": ["task.options.context_lines=0", "task.options.max_function_lines=8", "sft.batch_size=4"],
+    "sorft": ["task.options.context_lines=0", "task.options.max_function_lines=8", "sft.batch_size=4",
+              "sft.rejection_k=2", "sft.num_examples=4"],
 }
 
 

@@ -69,10 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("path")
     m.add_argument("--arch", default="llama", choices=["llama", "qwen2"])
     m.add_argument("--seed", type=int, default=0)
+
+    from llmrl.train.mix_cli import add_mix_arguments
+
+    add_mix_arguments(sub.add_parser("mix", help="generate from a log-linear mixture of K policies (MPO); "
+                                                 "fixed or max-min weights"))
+
     from llmrl.data.command import add_curate_arguments
+
     d = sub.add_parser("data", help="data preparation (curate: Big-Math style filtering of a math set)")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     add_curate_arguments(dsub.add_parser("curate", help="dedup, filter and rate a JSONL/parquet math set"))
+
+    from llmrl.train.rm_eval_cli import add_rm_eval_arguments
+
+    add_rm_eval_arguments(sub.add_parser("rm-eval", help="pairwise and per-user / minority-user accuracy of a "
+                                                        "saved reward model on a pair file"))
     return ap
 
 
@@ -146,7 +158,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.cmd == "data":
         from llmrl.data.command import run_curate
+
         return run_curate(args)
+    if args.cmd == "mix":
+        from llmrl.train.mix_cli import run_mix
+
+        return run_mix(args)
+    if args.cmd == "rm-eval":
+        from llmrl.train.rm_eval_cli import run_rm_eval
+
+        return run_rm_eval(args)
     raise AssertionError(args.cmd)
 
 

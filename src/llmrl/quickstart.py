@@ -41,7 +41,7 @@ def quickstart(output_dir: str = "runs/quickstart", seed: int = 0, overrides: li
 
     cfg = quickstart_config(output_dir, seed, overrides)
     print(f"llmrl quickstart: tiny model, SFT on sloppy demonstrations ({cfg.sft.noise:.0%} drop the carry), "
-          f"then {cfg.steps} GRPO steps on {cfg.task.name}; output in {cfg.output_dir}")
+          f"then {cfg.steps} RL steps ({cfg.algo.advantage} advantages) on {cfg.task.name}; output in {cfg.output_dir}")
     summary = train(cfg)
     print(format_table(summary))
     print(f"summary: {Path(cfg.output_dir) / 'summary.json'}")

@@ -49,10 +49,10 @@ class ScoreSummary:
         return "\n".join(rows)
 
 
-def score_lines(task: Task, lines: IO[str], out: IO[str], source: str, err: IO[str] = sys.stderr,
+def score_lines(task: Task, lines: IO[str], out: IO[str], source: str, err: IO[str] | None = None,
                 failure_value: float = 0.0) -> ScoreSummary:
     """Score every line of ``lines`` into ``out``; problems go to ``err`` as ``source:line: message``."""
-    fns, summary = task.reward_functions(), ScoreSummary()
+    fns, summary, err = task.reward_functions(), ScoreSummary(), err if err is not None else sys.stderr
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -78,7 +78,7 @@ def score_lines(task: Task, lines: IO[str], out: IO[str], source: str, err: IO[s
     return summary
 
 
-def score_file(task: Task, input_path: str | Path, output_path: str | Path, err: IO[str] = sys.stderr,
+def score_file(task: Task, input_path: str | Path, output_path: str | Path, err: IO[str] | None = None,
                failure_value: float = 0.0) -> ScoreSummary:
     """Score ``input_path`` into ``output_path`` (written to a temporary file, then renamed)."""
     src, dst = Path(input_path), Path(output_path)

@@ -93,6 +93,8 @@ class Batch:
     group_ids: Tensor  # [B] long
     advantages: Tensor | None = None  # [B, L-1], filled by the trainer
     ref_logprobs: Tensor | None = None  # [B, L-1] reference-model log-probs, when a reference is used
+    values: Tensor | None = None  # [B, L-1] critic values V(s_t) at sampling time (PPO / DVPO)
+    returns: Tensor | None = None  # [B, L-1] value targets of the critic (GAE returns)
 
     @property
     def size(self) -> int:
@@ -141,4 +143,6 @@ class Batch:
             group_ids=self.group_ids[idx],
             advantages=cut(self.advantages),
             ref_logprobs=cut(self.ref_logprobs),
+            values=cut(self.values),
+            returns=cut(self.returns),
         )

@@ -334,9 +334,11 @@ def curate_file(input_path: str | os.PathLike[str], output_path: str | os.PathLi
                 report_path: str | os.PathLike[str] | None = None,
                 rejected_path: str | os.PathLike[str] | None = None, model: str | None = None,
                 sampling: dict[str, Any] | None = None, progress: bool = False,
-                err: IO[str] | None = sys.stderr) -> dict[str, Any]:
+                err: IO[str] | None = None, quiet: bool = False) -> dict[str, Any]:
     """Curate ``input_path`` into ``output_path``; writes the report (and rejected rows); returns the report.
-    ``model`` and ``sampling`` (the rollout settings) are only recorded in the report."""
+    ``model`` and ``sampling`` (the rollout settings) are only recorded in the report. Skipped lines are
+    reported to ``err`` (default: the current ``sys.stderr``) unless ``quiet``."""
+    err = None if quiet else err if err is not None else sys.stderr
     opts = (opts or CurateOptions()).check()
     src, dst = Path(input_path), Path(output_path)
     report_file = Path(report_path) if report_path else default_report_path(dst)

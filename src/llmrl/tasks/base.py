@@ -58,6 +58,11 @@ class Task:
         """A correct completion for SFT warm-starts (default: the gold answer text)."""
         return str(sample["answer"])
 
+    def accept_for_sft(self, completion: str, sample: Mapping[str, Any]) -> bool:
+        """Whether rejection-sampled SFT keeps a sampled completion (default: ``is_correct``; a task may
+        be more lenient, e.g. SoRFT keeps localisations that merely overlap the gold set)."""
+        return self.is_correct(completion, sample)
+
     def samples(self, n: int, split: str = "train", seed: int = 0, max_tries: int | None = None) -> list[Sample]:
         """``n`` distinct samples of ``split``, deterministic in (task options, split, seed)."""
         if split not in SPLITS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,10 @@ def _fsync_tree(path: Path) -> None:
 
 
 def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: dict[str, Any], keep: int = 2) -> Path:
+                    scheduler: Any, state: dict[str, Any], keep: int = 2,
+                    extra_models: Mapping[str, torch.nn.Module] | None = None) -> Path:
+    """Write ``step``'s checkpoint atomically; ``extra_models`` (e.g. ``{"critic": critic}``) are saved as
+    ``<name>.safetensors`` next to the model (their optimizer states belong in ``state``)."""
     root = Path(ckpt_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -51,6 +55,8 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, opt
         shutil.rmtree(tmp)
     tmp.mkdir()
     st_save_model(model, str(tmp / "model.safetensors"))
+    for name, extra in (extra_models or {}).items():
+        st_save_model(extra, str(tmp / f"{name}.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
     torch.save({**state, "step": step}, tmp / "state.pt")
     _fsync_tree(tmp)
@@ -91,12 +97,20 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any) -> dict[str, Any]:
-    """Restore model/optimizer/scheduler in place; return the saved state dict (step, RNG, data...)."""
+                    scheduler: Any, extra_models: Mapping[str, torch.nn.Module] | None = None) -> dict[str, Any]:
+    """Restore model/optimizer/scheduler (and ``extra_models``) in place; return the saved state dict (step,
+    RNG, data...)."""
     p = Path(path)
     missing, unexpected = st_load_model(model, str(p / "model.safetensors"), strict=False)
     if unexpected or [m for m in missing if "lm_head" not in m]:
         raise CheckpointError(f"{p}: checkpoint does not match the model (missing={missing}, unexpected={unexpected})")
+    for name, extra in (extra_models or {}).items():
+        f = p / f"{name}.safetensors"
+        if not f.is_file():
+            raise CheckpointError(f"{p}: checkpoint has no {f.name} (was it written by a run without a {name}?)")
+        missing, unexpected = st_load_model(extra, str(f), strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{f}: does not match the {name} (missing={missing}, unexpected={unexpected})")
     optim = torch.load(p / "optim.pt", weights_only=False)
     optimizer.load_state_dict(optim["optimizer"])
     scheduler.load_state_dict(optim["scheduler"])

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmrl.train.config_critic import CriticConfig, GVMConfig
+from llmrl.train.config_pref import MixConfig, OnlineConfig, PrefConfig, RMConfig
 from llmrl.train.configbase import ConfigError, apply_overrides, doc, from_dict, read_yaml
 
 
@@ -74,7 +77,8 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    advantage: str = doc("advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, remax, reinforce", "grpo")
+    advantage: str = doc("advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, remax, reinforce, gae "
+                         "(with a critic)", "grpo")
     advantage_options: dict[str, Any] = doc("keyword options of the estimator", factory=dict)
     loss: str = doc("policy loss: ppo_clip or gspo", "ppo_clip")
     loss_options: dict[str, Any] = doc("keyword options of the loss (eps_low, eps_high, dual_clip...)", factory=dict)
@@ -89,6 +93,21 @@ class AlgoConfig:
     micro_batch_size: int = doc("sequences per forward/backward (gradient accumulation); 0 = whole minibatch", 0)
     recompute_logprobs: bool = doc("recompute old log-probs with a forward pass instead of using the sampler's", False)
     reward_failure_value: float = doc("reward given when a reward function raises or returns NaN", 0.0)
+    kl_target: float | None = doc("adaptive KL (Ziegler et al.): target of the batch mean of each sequence's "
+                                  "token-mean KL; beta starts at kl_coef; null = fixed kl_coef", None)
+    kl_horizon: int = doc("adaptive KL: beta *= 1 + clip(KL/kl_target - 1, -0.2, 0.2) * B / kl_horizon per step", 10000)
+    sequence_reward: bool = doc("put the sequence score on its last token; false = token rewards are only "
+                                "-kl_coef*KL (DVPO, with a frozen value model)", True)
+    reward_model: str | None = doc("ScalarHeadModel directory scoring prompt+completion+EOS instead of the task's "
+                                   "reward functions (same tokenizer as the policy); null = the task's rewards", None)
+    shaping: str | None = doc("reward shaper applied to the sequence score before it goes on the last token: par, "
+                              "centered, lsc, meanstd, clip, minmax, ceil, vanilla; null = none", None)
+    shaping_options: dict[str, Any] = doc("keyword options of the shaper (par: k; lsc: percentile_z, unbiased; "
+                                          "ceil: c)", factory=dict)
+    reference_samples: int = doc("shapers par/centered/lsc: reference responses per prompt, sampled once from the "
+                                 "initial (SFT) policy", 10)
+    length_penalty: dict[str, Any] | None = doc("PAR length penalty before shaping, e.g. {threshold: 300, coef: 0.01}: "
+                                                "score -= coef*max(tokens - threshold, 0); null = off", None)
 
 
 @dataclass
@@ -124,6 +143,11 @@ class SFTConfig:
     num_examples: int = doc("demonstrations drawn from the task's training prompts", 2000)
     noise: float = doc("fraction of demonstrations replaced by the task's sloppy (wrong) ones", 0.0)
     data_file: str | None = doc("JSONL with prompt + completion (or answer) to train on instead", None)
+    source: str = doc("demonstrations (the task's gold completions) or rejection (sample rejection_k completions "
+                      "per training prompt, keep those the task accepts: SoRFT stage 1)", "demonstrations")
+    rejection_k: int = doc("source=rejection: completions sampled per prompt (rollout temperature/length)", 8)
+    teacher_path: str | None = doc("source=rejection: local HF model directory to sample from (same tokenizer "
+                                   "family); null = the policy itself", None)
 
 
 @dataclass
@@ -144,6 +168,14 @@ class Config:
     optim: OptimConfig = doc("optimizer and learning-rate schedule", factory=OptimConfig)
     eval: EvalConfig = doc("held-out evaluation", factory=EvalConfig)
     sft: SFTConfig = doc("supervised warm start before RL", factory=SFTConfig)
+    pref: PrefConfig = doc("offline preference optimisation (trainer: dpo)", factory=PrefConfig)
+    critic: CriticConfig = doc("value model of PPO (advantage gae) and DVPO", factory=CriticConfig)
+    gvm: GVMConfig = doc("DVPO's global value model, trained offline on preference pairs (trainers dvpo_value, "
+                         "dvpo)", factory=GVMConfig)
+    rm: RMConfig = doc("reward-model training (trainer: reward_model)", factory=RMConfig)
+    mix: MixConfig = doc("mixing K single-objective policies (trainer: mpo)", factory=MixConfig)
+    online: OnlineConfig = doc("online / iterative preference training (trainers online_dpo, onpo)",
+                               factory=OnlineConfig)
 
     def validate(self) -> Config:
         from llmrl.algos import ADVANTAGES, AGG_MODES, POLICY_LOSSES
@@ -173,14 +205,47 @@ class Config:
         need(self.algo.epochs >= 1 and self.algo.minibatches >= 1, "algo.epochs/minibatches", "must be >= 1")
         need(self.algo.micro_batch_size >= 0, "algo.micro_batch_size", "must be >= 0")
         need(0.0 <= self.sft.noise <= 1.0, "sft.noise", "must be in [0, 1]")
+        need(self.sft.source in ("demonstrations", "rejection"), "sft.source", "must be demonstrations or rejection")
+        need(self.sft.rejection_k >= 1, "sft.rejection_k", "must be >= 1")
         need(self.steps >= 0, "steps", "must be >= 0")
+        self.pref.validate()
+        _validate_rewards(self, need)
+        self.critic.validate(self)
+        self.gvm.validate()
+        self.rm.validate()
+        self.mix.validate()
+        self.online.validate()
         return self
+
+
+def _validate_rewards(cfg: Config, need: Any) -> None:
+    """The reward pipeline of the RL loop: shaper name and options, length penalty, adaptive KL."""
+    from llmrl.core.registry import check_options
+    from llmrl.rewards.shaping import RESERVED, SHAPERS
+
+    a = cfg.algo
+    if a.shaping is not None:
+        need(a.shaping in SHAPERS, "algo.shaping", f"unknown shaper {a.shaping!r}; valid: {SHAPERS.names()}")
+        try:
+            check_options(SHAPERS.get(a.shaping), a.shaping_options, "algo.shaping_options", reserved=RESERVED)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    need(not a.shaping_options or a.shaping is not None, "algo.shaping_options", "set algo.shaping too")
+    need(a.reference_samples >= 1, "algo.reference_samples", "must be >= 1")
+    lp = a.length_penalty or {}
+    need(set(lp) <= {"threshold", "coef"}, "algo.length_penalty", f"keys are threshold and coef; got {sorted(lp)}")
+    need(a.kl_target is None or (a.kl_target > 0 and a.kl_coef > 0), "algo.kl_target",
+         "must be > 0 and needs algo.kl_coef > 0 (the initial beta)")
+    need(a.kl_horizon >= 1, "algo.kl_horizon", "must be >= 1")
+    need(a.advantage != "remax" or not (a.reward_model or a.shaping or a.length_penalty), "algo.advantage",
+         "remax scores its greedy baseline with the task's rewards: not combinable with reward_model, shaping or "
+         "length_penalty")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> Config:
     """Config from an optional YAML file (on top of ``base``) plus dotted overrides."""
-    data: dict[str, Any] = dict(base or {})
+    data: dict[str, Any] = copy.deepcopy(dict(base or {}))  # overrides edit nested dicts in place
     if path is not None:
         data = _deep_merge(data, read_yaml(path))
     apply_overrides(data, list(overrides or []))

@@ -28,7 +28,7 @@ from llmrl.train.config import Config
 from llmrl.train.configbase import to_dict
 from llmrl.train.evaluate import evaluate
 from llmrl.train.metrics import MetricsLogger
-from llmrl.train.sft import demonstrations, run_sft, sft_episodes
+from llmrl.train.sft import demonstrations, rejection_sample, run_sft, sft_episodes
 
 
 @dataclass
@@ -109,18 +109,45 @@ def build_run(cfg: Config, resume: bool) -> RunParts:
 
 
 def warm_start(model: torch.nn.Module, tok: Any, task: Task, train: list[Sample], cfg: Config) -> dict[str, float]:
-    """SFT on demonstrations (the task's, a ``noise`` fraction of them sloppy), or on a JSONL file."""
+    """SFT on demonstrations (the task's, a ``noise`` fraction of them sloppy), on a JSONL file, or
+    (``sft.source=rejection``) on sampled completions the task accepts; skipped with a warning if none is."""
     s = cfg.sft
     if s.data_file:
         from llmrl.tasks.io import read_jsonl
 
         rows = read_jsonl(s.data_file, required=("prompt",))
         examples = [(r, str(r.get("completion", r.get("answer", "")))) for r in rows]
+    elif s.source == "rejection":
+        examples = rejection_examples(model, tok, task, train[: s.num_examples], cfg)
+        if not examples:
+            warnings.warn(f"sft.source=rejection: no sampled completion was accepted ({s.rejection_k} per prompt, "
+                          f"{min(len(train), s.num_examples)} prompts); the SFT warm start is skipped",
+                          RuntimeWarning, stacklevel=2)
+            return {"sft_examples": 0.0}
     else:
         examples = demonstrations(task, train[: s.num_examples], s.noise, cfg.seed)
     eps = sft_episodes(tok, examples, cfg.model.chat_template)
-    return run_sft(model, tok, eps, steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
-                   schedule=s.schedule, seed=cfg.seed, progress=cfg.progress)
+    metrics = run_sft(model, tok, eps, steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
+                      schedule=s.schedule, seed=cfg.seed, progress=cfg.progress)
+    return {**metrics, "sft_examples": float(len(examples))}
+
+
+def rejection_examples(model: torch.nn.Module, tok: Any, task: Task, samples: list[Sample],
+                       cfg: Config) -> list[tuple[Sample, str]]:
+    """Rejection-sampled SFT data (SoRFT stage 1, RFT): ``sft.rejection_k`` completions per prompt from the
+    teacher (``sft.teacher_path``) or the policy, kept when ``task.accept_for_sft`` holds; prompts go in
+    chunks of ``eval.batch_size``."""
+    s = cfg.sft
+    gen_model, gen_tok = build_policy(cfg, path=s.teacher_path) if s.teacher_path else (model, tok)
+    gen_model.eval()
+    generator = build_generator(gen_model, gen_tok, cfg.rollout.backend)
+    kept: list[tuple[Sample, str]] = []
+    step = max(cfg.eval.batch_size, 1)
+    for i in range(0, len(samples), step):
+        params = sampling_params(cfg, derive_seed(cfg.seed, "sft-rejection", i), n=s.rejection_k)
+        kept += rejection_sample(generator, gen_tok, task, samples[i : i + step], s.rejection_k, params,
+                                 cfg.model.chat_template)
+    return kept
 
 
 def save_model_atomic(model: torch.nn.Module, tok: Any, path: Path) -> None:

@@ -11,9 +11,10 @@ from llmrl.algos import aggregate
 from llmrl.core.seed import derive_seed
 from llmrl.core.types import Batch, Episode, Sample
 from llmrl.models.loading import encode_prompt, render_prompt
+from llmrl.rewards.base import safe_check
 from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.tasks.base import Task
-from llmrl.train.collect import generate_episodes, score_episodes
+from llmrl.train.collect import generate_episodes
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.update import policy_logprobs
 
@@ -85,14 +86,14 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
 
 def rejection_sample(generator: Generator, tokenizer: Any, task: Task, samples: list[Sample], k: int,
                      params: SamplingParams, chat_template: bool | None) -> list[tuple[Sample, str]]:
-    """Sample ``k`` completions per prompt; keep the verified-correct ones (distinct texts per prompt)."""
+    """Sample ``k`` completions per prompt; keep those ``task.accept_for_sft`` accepts (by default the
+    verified-correct ones), distinct texts per prompt."""
     p = SamplingParams(**{**params.__dict__, "n": k})
     eps = generate_episodes(generator, tokenizer, samples, p, chat_template)
-    score_episodes(eps, task, 0.0, params.max_new_tokens)
     kept, seen = [], set()
     for e in eps:
         key = (e.group_id, e.completion)
-        if e.metadata["correct"] and key not in seen:
+        if key not in seen and safe_check(task.accept_for_sft, e.completion, e.sample):
             seen.add(key)
             kept.append((e.sample, e.completion))
     return kept

@@ -11,6 +11,13 @@ from typing import Any
 
 TRAINERS: dict[str, str] = {
     "rl": "llmrl.train.rl:train",  # policy-gradient RL (GRPO, RLOO, REINFORCE++, PPO...)
+    "dvpo": "llmrl.train.dvpo:train",  # PPO with a frozen global value model (trains it first if needed)
+    "dvpo_value": "llmrl.train.dvpo:train_gvm",  # DVPO's global value model on preference pairs
+    "dpo": "llmrl.train.dpo:train",  # offline preference optimisation (DPO, IPO, cDPO, robust, SimPO, DPOP)
+    "reward_model": "llmrl.train.reward_model:train",  # Bradley-Terry reward model (+ Reg, label privacy)
+    "mpo": "llmrl.train.mpo:train",  # mix K single-objective policies (fixed or max-min weights), evaluate
+    "online_dpo": "llmrl.train.online_dpo:train",  # online / self-judged / CLaMP iterative DPO
+    "onpo": "llmrl.train.online_dpo:train_onpo",  # ONPO: optimistic online mirror descent, pairwise oracle
 }
 
 

@@ -72,6 +72,10 @@ class LossSpec:
     kl_coef: float = 0.0  # as a loss term (0 when KL is folded into the reward)
     kl_estimator: str = "k3"
     entropy_coef: float = 0.0
+    aux: Callable[[Batch, float, float], tuple[Tensor, dict[str, Tensor]]] | None = None
+    """Extra loss term ``aux(micro_batch, num_seqs, num_tokens) -> (loss, metrics)`` added to the policy loss
+    (normalised by the minibatch's counts like the rest), e.g. the value loss of a critic sharing the
+    policy's backbone; its parameters must be in the optimizer."""
 
 
 def minibatch_loss(model: torch.nn.Module, mb: Batch, spec: LossSpec, num_seqs: float,
@@ -93,6 +97,10 @@ def minibatch_loss(model: torch.nn.Module, mb: Batch, spec: LossSpec, num_seqs: 
     if ent is not None:
         metrics["entropy"] = masked_mean(ent.detach(), mask)
         loss = loss - spec.entropy_coef * aggregate(ent, mask, spec.agg, **agg)
+    if spec.aux is not None:
+        aux_loss, aux_metrics = spec.aux(mb, num_seqs, num_tokens)
+        loss = loss + aux_loss
+        metrics.update(aux_metrics)
     return loss, metrics
 
 
@@ -114,7 +122,7 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
         w = micro.size / num_seqs
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + w * float(v)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for g in optimizer.param_groups for p in g["params"]]  # what the step updates (model + aux)
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
     if not torch.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
