@@ -7,6 +7,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token lists → right-padded ``ids`` [N, L] (long) and ``attention_mask`` [N, L] (1 = real token)."""
+    L = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), L, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[r, : len(s)] = 1
+    return ids, mask
+
+
 def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return (x * mask).sum() if dim is None else (x * mask).sum(dim)
 

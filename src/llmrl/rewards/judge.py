@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from llmrl.core.ops import right_pad
+
 CATEGORY_INSTRUCTIONS = {
     "chat": "Below is a question and a response. Is the response helpful and correct?",
     "code": "Below is a coding question and a response. Is the code in the response correct?",
@@ -64,10 +66,7 @@ def judge_scores(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[tuple[s
     try:
         for i in range(0, len(seqs), batch_size):
             chunk = seqs[i : i + batch_size]
-            L = max(len(s) for s, _ in chunk)
-            ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-            for r, (s, _) in enumerate(chunk):
-                ids[r, : len(s)] = torch.tensor(s)  # right padding: causal attention needs no mask
+            ids, _ = right_pad([s for s, _ in chunk], pad)  # right padding: causal attention needs no mask
             logp = torch.log_softmax(model(input_ids=ids.to(dev)).logits.float(), -1)  # [b, L, V]
             for r, (s, plen) in enumerate(chunk):
                 pos = torch.arange(plen - 1, len(s) - 1, device=dev)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from llmrl.core.ops import right_pad
 from llmrl.models.loading import encode_prompt, render_prompt
 
 RM_META = "reward_model.json"
@@ -72,12 +73,7 @@ def score_texts(model: torch.nn.Module, tokenizer: Any, items: Sequence[tuple[Pr
     try:
         for s in range(0, len(seqs), batch_size):
             chunk = seqs[s : s + batch_size]
-            L = max(len(x) for x in chunk)
-            ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-            mask = torch.zeros(len(chunk), L, dtype=torch.long)
-            for r, x in enumerate(chunk):
-                ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
-                mask[r, : len(x)] = 1
+            ids, mask = right_pad(chunk, pad)
             out += model.score(ids.to(dev), mask.to(dev)).float().cpu().tolist()  # type: ignore[operator]
     finally:
         model.train(was_training)

@@ -25,6 +25,7 @@ from llmrl.rollout.sampler import (
     HFDecoder,
     KVCacheSampler,
     _StopWatch,
+    all_finished,
     build_generations,
     eos_token_ids,
     left_pad,
@@ -140,14 +141,7 @@ class MixtureSampler:
                     tok, lp = sample_next(logits, params, gen)
                     out_tok[:, s], out_lp[:, s] = tok, lp
                     steps = s + 1
-                    if watch is not None:
-                        all_done = watch.update(tok.tolist(), s)
-                    elif eos.numel():
-                        done |= torch.isin(tok, eos)
-                        all_done = bool(done.all())
-                    else:
-                        all_done = False
-                    if all_done or s == S - 1:
+                    if all_finished(watch, done, tok, eos, s) or s == S - 1:
                         break
                     logits = self._mix([d.step(tok, s) for d in decs], active)
                 tok_rows, lp_rows = out_tok[:, :steps].tolist(), out_lp[:, :steps].tolist()

@@ -470,14 +470,7 @@ class KVCacheSampler:
                     tok, lp = sample_next(logits, params, gen)
                     out_tok[:, s], out_lp[:, s] = tok, lp
                     steps = s + 1
-                    if watch is not None:  # stop strings: track finished rows on the Python side
-                        all_done = watch.update(tok.tolist(), s)
-                    elif eos.numel():
-                        done |= torch.isin(tok, eos)
-                        all_done = bool(done.all())
-                    else:
-                        all_done = False
-                    if all_done or s == S - 1:
+                    if all_finished(watch, done, tok, eos, s) or s == S - 1:
                         break
                     logits = dec.step(tok, s)
                 tok_rows, lp_rows = out_tok[:, :steps].tolist(), out_lp[:, :steps].tolist()
@@ -485,6 +478,17 @@ class KVCacheSampler:
             self.model.train(was_training)
         stop_at = watch.stop_at if watch is not None else None
         return build_generations(self.tokenizer, tok_rows, lp_rows, params, self.eos_ids, stop_at, n)
+
+
+def all_finished(watch: _StopWatch | None, done: Tensor, tok: Tensor, eos: Tensor, step: int) -> bool:
+    """After sampling ``tok`` [B] at ``step``: whether every row has stopped. Stop strings are tracked by
+    ``watch`` on the decoded text; otherwise ``done`` [B] (updated in place) records rows that emitted EOS."""
+    if watch is not None:
+        return watch.update(tok.tolist(), step)
+    if eos.numel():
+        done |= torch.isin(tok, eos)
+        return bool(done.all())
+    return False
 
 
 class _StopWatch:

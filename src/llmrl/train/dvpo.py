@@ -25,9 +25,7 @@ the value model (``gvm``), from the policy's weights after the SFT warm start, a
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +41,7 @@ from llmrl.tasks.preference import PreferencePair, read_preference_pairs
 from llmrl.train.config import Config, ConfigError
 from llmrl.train.optim import build_optimizer
 from llmrl.train.pairs import PairBatch, encode_pairs
+from llmrl.train.rundir import atomic_dir
 
 GVM_META = "value_model.json"
 
@@ -154,12 +153,9 @@ def load_pairs(cfg: Config, task: Any,
 
 def save_value_model(model: ScalarHeadModel, tokenizer: Any, path: Path, meta: dict[str, Any]) -> Path:
     """Atomic save (temporary directory + rename) with ``value_model.json`` (the training settings)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, tokenizer)
-    (tmp / GVM_META).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_dir(path) as tmp:
+        model.save(tmp, tokenizer)
+        (tmp / GVM_META).write_text(json.dumps(meta, indent=2))
     return path
 
 

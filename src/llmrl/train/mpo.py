@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from llmrl.algos import MaxMinResult, maxmin_weights
 from llmrl.core.seed import derive_seed, seed_everything
@@ -42,6 +41,7 @@ from llmrl.train.collect import DataStream, generate_episodes, score_episodes, s
 from llmrl.train.config import Config
 from llmrl.train.configbase import ConfigError, from_dict, to_dict
 from llmrl.train.evaluate import evaluate
+from llmrl.train.rundir import prepare_output
 from llmrl.train.setup import save_model_atomic, warm_start
 from llmrl.train.update import sequence_logprobs
 
@@ -191,11 +191,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Run the MPO pipeline (module docstring); returns the summary, also written to ``summary.json``."""
     t0 = time.time()
     seed_everything(cfg.seed)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    out = prepare_output(cfg)
     task = build_task(cfg)
     train_samples, test = build_data(cfg, task)
     reference = _reference(cfg, task, train_samples, resume)

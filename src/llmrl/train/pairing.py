@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import torch
 
+from llmrl.core.ops import right_pad
 from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn, combine_rewards
 from llmrl.tasks.preference import PreferencePair
@@ -218,11 +219,8 @@ def pairwise_judge(model: torch.nn.Module, tokenizer: Any, max_tokens: int = 102
         instruction = instruction_of({"prompt": prompt})
         p = tokenizer.encode(pairwise_judge_prompt(instruction, y1, y2), add_special_tokens=False)[-max_tokens:]
         dev = next(model.parameters()).device
-        L = len(p) + max(len(v) for v in variants)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(variants), L), pad, dtype=torch.long)
-        for r, v in enumerate(variants):
-            ids[r, : len(p) + len(v)] = torch.tensor(p + v)  # right padding: causal attention needs no mask
+        ids, _ = right_pad([p + v for v in variants], pad)  # right padding: causal attention needs no mask
         was_training = model.training
         model.eval()
         try:

@@ -34,16 +34,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
 from llmrl.algos.privacy import (
@@ -62,11 +59,12 @@ from llmrl.tasks.base import Task
 from llmrl.tasks.preference import PreferencePair, read_preference_pairs
 from llmrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from llmrl.train.config import Config
-from llmrl.train.configbase import ConfigError, to_dict
+from llmrl.train.configbase import ConfigError
 from llmrl.train.metrics import MetricsLogger, read_metrics
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, encode_pairs
 from llmrl.train.personal import condition_on_user, pair_accuracy, personal_metrics, user_agreement, user_of
+from llmrl.train.rundir import atomic_dir, prepare_output
 
 
 def rm_pair_losses(r_chosen: Tensor, r_rejected: Tensor, *, reg_coef: float = 0.0, flip_prob: float = 0.0) -> Tensor:
@@ -233,12 +231,9 @@ def privatise_labels(pairs: list[PreferencePair], users: list[int], epsilon: flo
 
 def save_reward_model(model: ScalarHeadModel, tok: Any, path: Path, meta: dict[str, Any]) -> Path:
     """Atomic save (temporary directory + rename) with ``reward_model.json`` next to the weights."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, tok)
-    (tmp / RM_META).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_dir(path) as tmp:
+        model.save(tmp, tok)
+        (tmp / RM_META).write_text(json.dumps(meta, indent=2))
     return path
 
 
@@ -282,11 +277,7 @@ def _progress(enabled: bool, total: int, start: int) -> Any:
 def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Train a reward model as configured; returns the summary (also ``<output_dir>/summary.json``)."""
     t0, r, pv = time.time(), cfg.rm, cfg.rm.privacy
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    out = prepare_output(cfg)
     seed_everything(cfg.seed)
     model, tok, train_raw, test, info = build_models_and_pairs(cfg)
     agreement = user_agreement(train_raw + test, r.user_key) if any(

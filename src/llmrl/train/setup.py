@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import time
 import warnings
@@ -15,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from llmrl.core.seed import derive_seed
 from llmrl.core.types import Episode, Sample
@@ -25,9 +22,9 @@ from llmrl.tasks.base import Task
 from llmrl.train.build import build_data, build_generator, build_policy, build_reference, build_task
 from llmrl.train.collect import generate_episodes, score_episodes
 from llmrl.train.config import Config
-from llmrl.train.configbase import to_dict
 from llmrl.train.evaluate import evaluate
 from llmrl.train.metrics import MetricsLogger
+from llmrl.train.rundir import atomic_dir, prepare_output
 from llmrl.train.sft import demonstrations, rejection_sample, run_sft, sft_episodes
 
 
@@ -76,11 +73,7 @@ def sampling_params(cfg: Config, seed: int, n: int | None = None) -> SamplingPar
 
 
 def build_run(cfg: Config, resume: bool) -> RunParts:
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    out = prepare_output(cfg)
     task = build_task(cfg)
     train, test = build_data(cfg, task)
     sft_dir, sft_seconds = out / "sft_model", 0.0
@@ -154,11 +147,8 @@ def save_model_atomic(model: torch.nn.Module, tok: Any, path: Path) -> None:
     """Save a HF model directory via a temporary directory + rename: never a half-written ``path``."""
     from llmrl.models.loading import save_model
 
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tok, tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_dir(path) as tmp:
+        save_model(model, tok, tmp)
 
 
 def evaluate_run(run: RunParts, cfg: Config, step: int) -> dict[str, float]:
