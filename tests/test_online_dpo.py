@@ -4,7 +4,9 @@ The acceptance run: the test task ``test_char_a`` (conftest; its known preferenc
 the letter "a"), a policy warm-started by SFT on random strings over "abc", and a fixed tiny LLM judge
 first SFT-trained to answer " Yes" with probability = the response's fraction of "a" (so its score
 p_yes/(p_yes+p_no) is read exactly like the IPO judge, from Yes/No probabilities). Online DPO ranked by
-that judge must raise the judge's mean score of held-out samples on each of 3 iterations.
+that judge must raise the judge's mean score of held-out samples on each of 3 iterations. The self-judged
+run (IPO §9): one tiny model SFT-trained both to write strings and to answer the judge prompt, then online DPO
+ranked by its own current Yes/No probabilities must raise that same judge's held-out mean score 3 times.
 """
 
 from __future__ import annotations
@@ -74,6 +76,76 @@ def test_online_dpo_raises_the_judges_mean_score_on_each_iteration(tmp_path):
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["pairs"] > 0 for r in rows)
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_000003"
+
+
+def _judge_rows(rng: random.Random, n: int) -> list[tuple[dict, str]]:
+    """Judge prompts built exactly as judge_scores builds them, answered " Yes" iff at least half the
+    response is "a" (the task's own verifier, CharCountTask.is_correct)."""
+    rows = []
+    for _ in range(n):
+        r = _strings(rng, 1, 8)
+        if rng.random() < 0.15:
+            r = "a" * len(r)
+        rows.append(({"prompt": judge_prompt(f"{rng.randrange(10**6)}:", r, "chat")},
+                     " Yes" if 2 * r.count("a") >= len(r) else " No"))
+    return rows
+
+
+def _self_judging_policy(path, seed: int) -> None:
+    """One tiny model that both writes strings over "abc" and judges them: 60 SFT steps on 1600 judge prompts,
+    then 40 steps on 400 random strings mixed with 400 of the judge prompts (one mixed stage from the start
+    never learns to judge: its scores stay flat, see docs/preference.md)."""
+    rng = random.Random(1000 + seed)
+    judge = _judge_rows(rng, 1600)
+    strings = [({"prompt": f"{rng.randrange(10**6)}:"}, _strings(rng, 2, 6)) for _ in range(400)]
+    model, tok = build_tiny_model(TinyModelSpec(num_kv_heads=4, **SPEC), build_char_tokenizer(), seed=seed + 1)
+    run_sft(model, tok, sft_episodes(tok, judge, False), steps=60, batch_size=32, lr=3e-3, warmup_steps=5,
+            schedule="constant", seed=seed)
+    run_sft(model, tok, sft_episodes(tok, strings + judge[:400], False), steps=40, batch_size=32, lr=1e-3,
+            warmup_steps=0, schedule="constant", seed=seed + 1)
+    save_model(model, tok, path)
+
+
+def _judge_auc(path, seed: int) -> float:
+    """AUC of the model's own judge score (p_yes/(p_yes+p_no)) separating held-out mostly-"a" strings from the
+    rest (pairs of tied scores count 1/2)."""
+    from llmrl.models.loading import load_model, load_tokenizer
+    from llmrl.rewards.judge import judge_scores
+
+    rng = random.Random(99 + seed)
+    resp = [_strings(rng, 2, 6) for _ in range(200)]
+    scores = judge_scores(load_model(str(path)), load_tokenizer(str(path)),
+                          [(f"{rng.randrange(10**6)}:", r) for r in resp])
+    pos = [x for x, r in zip(scores, resp) if 2 * r.count("a") >= len(r)]
+    neg = [x for x, r in zip(scores, resp) if 2 * r.count("a") < len(r)]
+    return sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
+
+
+def test_self_judged_online_dpo_raises_its_own_judge_score_on_each_iteration(tmp_path):
+    """IPO's setting: the policy is its own Yes/No judge (online.judge_model null) and, with self_judge=current,
+    the judge is the current iterate, updated by every DPO step."""
+    torch.set_num_threads(1)
+    _self_judging_policy(tmp_path / "policy", SEED)
+    auc_before = _judge_auc(tmp_path / "policy", SEED)
+    assert auc_before > 0.95, auc_before  # the judging skill is real before RL (measured 0.997-1.0)
+    cfg = load_config(None, [
+        "progress=false", "threads=1", f"seed={SEED}", f"output_dir={tmp_path / 'run'}", "trainer=online_dpo",
+        f"model.path={tmp_path / 'policy'}", "task.name=test_char_a", "task.train_size=200", "task.test_size=16",
+        "rollout.samples_per_prompt=4", "rollout.max_new_tokens=8", "eval.samples=4", "eval.pass_k=[1]",
+        "online.iterations=3", "online.prompts=32", "online.source=judge", "online.self_judge=current",
+        "online.epochs=2", "pref.batch_size=16", "pref.beta=0.1", "optim.lr=5e-4"])
+    summary = train(cfg)
+    scores = summary["eval_score_mean"]  # the policy's own judge score of held-out samples: before, after 1, 2, 3
+    evals = sorted(read_metrics(tmp_path / "run" / "metrics.jsonl", "eval"), key=lambda r: r["step"])
+    auc_after = _judge_auc(tmp_path / "run" / "final_model", SEED)
+    print("seed", SEED, "self-judge AUC", auc_before, "->", auc_after, "judge mean", scores,
+          "held-out pass@1", [r["pass@1"] for r in evals])
+    assert summary["source"] == "judge (self)"
+    assert len(scores) == 4 and all(b > a for a, b in zip(scores, scores[1:])), scores
+    # the self-judge tracks the true preference: held-out samples are mostly "a" far more often ...
+    assert evals[-1]["pass@1"] > evals[0]["pass@1"] + 0.3, [r["pass@1"] for r in evals]
+    # ... and DPO on its own judgements did not destroy the judging skill
+    assert auc_after > 0.9, auc_after
 
 
 SMALL = ["progress=false", "threads=1", "model.tiny.hidden_size=32", "model.tiny.num_layers=2",
