@@ -12,5 +12,6 @@ from llmrl.tasks import json_schema as _json_schema  # noqa: E402,F401  isort: s
 from llmrl.tasks import code_repair as _code_repair  # noqa: E402,F401  isort: skip
 from llmrl.tasks import objective as _objective  # noqa: E402,F401  isort: skip
 from llmrl.tasks import molecule as _molecule  # noqa: E402,F401  isort: skip
+from llmrl.tasks import hackable as _hackable  # noqa: E402,F401  isort: skip
 
 __all__ = ["TASKS", "Task", "get_task", "split_of"]

@@ -102,6 +102,39 @@ def answer_and_format_rewards(task: Task, answer_reward: float = 1.0, format_pen
     return {"answer": answer, "format": format_}
 
 
+class TaskWrapper(Task):
+    """A task built on another one (``self.base``): prompts, splits, demonstrations and the verifier are the
+    base task's; a wrapper changes only what it overrides (usually ``reward_functions``). Any other
+    attribute (e.g. ``wrong_demonstration``, ``parse``) is looked up on the base task."""
+
+    base: Task
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr == "base":  # not set yet (during __init__): no recursion
+            raise AttributeError(attr)
+        return getattr(self.base, attr)
+
+    def make_sample(self, rng: random.Random) -> Sample:
+        return self.base.make_sample(rng)
+
+    def samples(self, n: int, split: str = "train", seed: int = 0, max_tries: int | None = None) -> list[Sample]:
+        """The wrapped task's samples (same prompts and splits as training on the base task)."""
+        return self.base.samples(n, split, seed, max_tries)
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        return self.base.reward_functions()
+
+    def is_correct(self, completion: str, sample: Mapping[str, Any]) -> bool:
+        """The base task's verifier (the true objective, whatever the wrapper rewards)."""
+        return self.base.is_correct(completion, sample)
+
+    def is_well_formed(self, completion: str, sample: Mapping[str, Any]) -> bool:
+        return self.base.is_well_formed(completion, sample)
+
+    def demonstration(self, sample: Mapping[str, Any]) -> str:
+        return self.base.demonstration(sample)
+
+
 TASKS: Registry[Callable[..., Task]] = Registry("task")
 
 
