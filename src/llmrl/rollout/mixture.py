@@ -16,20 +16,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from llmrl.rollout.base import Generation, SamplingParams
 from llmrl.rollout.sampler import (
-    FastDecoder,
-    HFDecoder,
     KVCacheSampler,
-    _StopWatch,
-    all_finished,
-    build_generations,
     eos_token_ids,
-    left_pad,
-    sample_next,
+    sample_loop,
     unwrap_peft,
 )
 
@@ -115,41 +108,34 @@ class MixtureSampler:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         """For each prompt (token ids), ``params.n`` generations (see :class:`Generation`)."""
-        dev = next(self.models[0].parameters()).device
-        ids, mask = left_pad(prompts, self.pad_id)
-        ids, mask = ids.to(dev), mask.to(dev)
-        n, S = params.n, params.max_new_tokens
-        B, P = len(prompts) * n, ids.shape[1]
-        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        eos = torch.tensor([] if params.ignore_eos else self.eos_ids, dtype=torch.long, device=dev)
         active = [k for k, w in enumerate(self.weights) if w > 0]
         modes = [m.training for m in self.models]
         for m in self.models:
             m.eval()
+
+        def open_decoder(n: int, batch: int, total_len: int) -> _MixedDecoder:
+            return _MixedDecoder([self.parts[k].open_decoder(n, batch, total_len) for k in active],
+                                 lambda logits: self._mix(logits, active))
+
         try:
-            with torch.inference_mode():
-                decs = [FastDecoder(self.models[k], n, B, P + S) if self.parts[k].uses_fast_path(P + S)
-                        else HFDecoder(self.models[k], n, P + S) for k in active]
-                out_tok = torch.empty(B, S, dtype=torch.long, device=dev)
-                out_lp = torch.empty(B, S, dtype=torch.float32, device=dev)
-                done = torch.zeros(B, dtype=torch.bool, device=dev)
-                watch = _StopWatch(self.tokenizer, B, params, self.eos_ids) if params.stop else None
-                logits = self._mix([d.prefill(ids, mask) for d in decs], active)
-                steps = 0
-                for s in range(S):
-                    tok, lp = sample_next(logits, params, gen)
-                    out_tok[:, s], out_lp[:, s] = tok, lp
-                    steps = s + 1
-                    if all_finished(watch, done, tok, eos, s) or s == S - 1:
-                        break
-                    logits = self._mix([d.step(tok, s) for d in decs], active)
-                tok_rows, lp_rows = out_tok[:, :steps].tolist(), out_lp[:, :steps].tolist()
+            return sample_loop(self.tokenizer, prompts, params, self.pad_id, self.eos_ids,
+                               next(self.models[0].parameters()).device, open_decoder)
         finally:
             for m, mode in zip(self.models, modes):
                 m.train(mode)
-        stop_at = watch.stop_at if watch is not None else None
-        return build_generations(self.tokenizer, tok_rows, lp_rows, params, self.eos_ids, stop_at, n)
+
+
+class _MixedDecoder:
+    """Steps K decoders in lockstep; the logits are their weighted sum (``mix``)."""
+
+    def __init__(self, decoders: list[Any], mix: Any) -> None:
+        self.decoders, self.mix = decoders, mix
+
+    def prefill(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.mix([d.prefill(ids, mask) for d in self.decoders])
+
+    def step(self, tok: Tensor, s: int) -> Tensor:
+        return self.mix([d.step(tok, s) for d in self.decoders])
 
 
 __all__ = ["MixtureError", "MixtureSampler", "check_same_tokenizer", "check_weights", "vocab_size"]

@@ -16,6 +16,7 @@ Rows are the prompts repeated ``n`` times (``[p0]*n + [p1]*n + ...``). Finished 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -443,41 +444,50 @@ class KVCacheSampler:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         """For each prompt (token ids), ``params.n`` generations (see :class:`Generation`)."""
-        dev = next(self.model.parameters()).device
-        ids, mask = left_pad(prompts, self.pad_id)
-        ids, mask = ids.to(dev), mask.to(dev)
-        n, S = params.n, params.max_new_tokens
-        B, P = len(prompts) * n, ids.shape[1]
-        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        eos = torch.tensor([] if params.ignore_eos else self.eos_ids, dtype=torch.long, device=dev)
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
-                dec: _Decoder
-                if self.uses_fast_path(P + S):
-                    dec = FastDecoder(self.model, n, B, P + S)
-                else:
-                    dec = HFDecoder(self.model, n, P + S)
-                out_tok = torch.empty(B, S, dtype=torch.long, device=dev)
-                out_lp = torch.empty(B, S, dtype=torch.float32, device=dev)
-                done = torch.zeros(B, dtype=torch.bool, device=dev)
-                watch = _StopWatch(self.tokenizer, B, params, self.eos_ids) if params.stop else None
-                logits = dec.prefill(ids, mask)
-                steps = 0
-                for s in range(S):
-                    tok, lp = sample_next(logits, params, gen)
-                    out_tok[:, s], out_lp[:, s] = tok, lp
-                    steps = s + 1
-                    if all_finished(watch, done, tok, eos, s) or s == S - 1:
-                        break
-                    logits = dec.step(tok, s)
-                tok_rows, lp_rows = out_tok[:, :steps].tolist(), out_lp[:, :steps].tolist()
+            return sample_loop(self.tokenizer, prompts, params, self.pad_id, self.eos_ids,
+                               next(self.model.parameters()).device, self.open_decoder)
         finally:
             self.model.train(was_training)
-        stop_at = watch.stop_at if watch is not None else None
-        return build_generations(self.tokenizer, tok_rows, lp_rows, params, self.eos_ids, stop_at, n)
+
+    def open_decoder(self, n: int, batch: int, total_len: int) -> _Decoder:
+        if self.uses_fast_path(total_len):
+            return FastDecoder(self.model, n, batch, total_len)
+        return HFDecoder(self.model, n, total_len)
+
+
+def sample_loop(tokenizer: Any, prompts: list[list[int]], params: SamplingParams, pad_id: int, eos_ids: list[int],
+                device: torch.device, open_decoder: Callable[[int, int, int], _Decoder]) -> list[list[Generation]]:
+    """The decode loop every sampler shares: left-pad the prompts, ``open_decoder(n, B, P + S)``, prefill,
+    then sample token by token with one seeded generator until EOS / stop strings / ``max_new_tokens``.
+    Call it with the model(s) in eval mode."""
+    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    n, S = params.n, params.max_new_tokens
+    B, P = len(prompts) * n, ids.shape[1]
+    seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
+    gen = torch.Generator(device=device).manual_seed(seed)
+    eos = torch.tensor([] if params.ignore_eos else eos_ids, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        dec = open_decoder(n, B, P + S)
+        out_tok = torch.empty(B, S, dtype=torch.long, device=device)
+        out_lp = torch.empty(B, S, dtype=torch.float32, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        watch = _StopWatch(tokenizer, B, params, eos_ids) if params.stop else None
+        logits = dec.prefill(ids, mask)
+        steps = 0
+        for s in range(S):
+            tok, lp = sample_next(logits, params, gen)
+            out_tok[:, s], out_lp[:, s] = tok, lp
+            steps = s + 1
+            if all_finished(watch, done, tok, eos, s) or s == S - 1:
+                break
+            logits = dec.step(tok, s)
+        tok_rows, lp_rows = out_tok[:, :steps].tolist(), out_lp[:, :steps].tolist()
+    stop_at = watch.stop_at if watch is not None else None
+    return build_generations(tokenizer, tok_rows, lp_rows, params, eos_ids, stop_at, n)
 
 
 def all_finished(watch: _StopWatch | None, done: Tensor, tok: Tensor, eos: Tensor, step: int) -> bool:
