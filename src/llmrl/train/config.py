@@ -12,7 +12,7 @@ from typing import Any
 
 from llmrl.train.config_critic import CriticConfig, GVMConfig
 from llmrl.train.config_pref import MixConfig, OnlineConfig, PrefConfig, RMConfig
-from llmrl.train.configbase import ConfigError, apply_overrides, doc, from_dict, read_yaml
+from llmrl.train.configbase import ConfigError, apply_overrides, doc, from_dict, read_yaml, requirement
 
 
 @dataclass
@@ -183,9 +183,7 @@ class Config:
         from llmrl.tasks import TASKS
         from llmrl.train.trainers import TRAINERS
 
-        def need(cond: bool, key: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"{key}: {msg}")
+        need = requirement("")
 
         need(self.trainer in TRAINERS, "trainer", f"unknown trainer {self.trainer!r}; valid: {sorted(TRAINERS)}")
         adv = ADVANTAGES.get(self.algo.advantage) if self.algo.advantage in ADVANTAGES else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llmrl.train.configbase import ConfigError, doc
+from llmrl.train.configbase import doc, requirement
 
 if TYPE_CHECKING:
     from llmrl.train.config import Config
@@ -27,9 +27,7 @@ class CriticConfig:
     micro_batch_size: int = doc("sequences per critic forward/backward; 0 = algo.micro_batch_size", 0)
 
     def validate(self, cfg: Config) -> None:
-        def need(cond: bool, key: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"critic.{key}: {msg}")
+        need = requirement("critic")
 
         gae = cfg.algo.advantage == "gae"
         need(self.enabled is None or self.enabled == gae, "enabled",
@@ -64,9 +62,7 @@ class GVMConfig:
     output: str | None = doc("where the value model is saved; null = <output_dir>/value_model", None)
 
     def validate(self) -> None:
-        def need(cond: bool, key: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"gvm.{key}: {msg}")
+        need = requirement("gvm")
 
         need(self.steps >= 0 and self.eval_pairs >= 0 and self.micro_batch_size >= 0, "steps/eval_pairs",
              "must be >= 0")

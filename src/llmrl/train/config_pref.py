@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmrl.train.configbase import ConfigError, doc
+from llmrl.train.configbase import ConfigError, doc, requirement
 
 if TYPE_CHECKING:
     pass
@@ -62,9 +62,7 @@ class RMConfig:
     distill: RMDistillConfig = doc("distilled rewards (source=distill)", factory=RMDistillConfig)
 
     def validate(self) -> None:
-        def need(cond: bool, key: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"rm.{key}: {msg}")
+        need = requirement("rm")
 
         p, d = self.privacy, self.distill
         need(self.source in ("file", "task", "distill"), "source", "must be file, task or distill")
@@ -104,9 +102,7 @@ class MixConfig:
     md_lr_c: float = doc("max-min lambda: step-size constant c, eta = c / sqrt(T)", 1.0)
 
     def validate(self) -> None:
-        def need(cond: bool, key: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"mix.{key}: {msg}")
+        need = requirement("mix")
 
         k = len(self.policies) or len(self.objectives)
         need(len(set(self.policies)) == len(self.policies), "policies", "lists a directory twice")
@@ -163,9 +159,7 @@ class PrefConfig:
 
         from llmrl.algos import PREFERENCE_LOSSES, preference_loss
 
-        def need(cond: bool, key: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"pref.{key}: {msg}")
+        need = requirement("pref")
 
         need(self.loss_type in PREFERENCE_LOSSES, "loss_type",
              f"unknown preference loss {self.loss_type!r}; valid: {PREFERENCE_LOSSES.names()}")
@@ -228,9 +222,7 @@ class OnlineConfig:
                       "ambiguous, docs/preference.md explains the default", "eta_over_2")
 
     def validate(self) -> None:
-        def need(cond: bool, key: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"online.{key}: {msg}")
+        need = requirement("online")
 
         need(self.iterations >= 1 and self.prompts >= 1, "iterations/prompts", "must be >= 1")
         need(self.source in ("reward", "reward_model", "judge", "pairwise_judge"), "source",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -22,6 +23,18 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A problem with a config file or override; the message says where."""
+
+
+def requirement(section: str = "") -> Callable[[bool, str, str], None]:
+    """``need = requirement("rm")``; ``need(cond, "lr", "must be > 0")`` raises ``ConfigError("rm.lr: must be > 0")``
+    when ``cond`` is false (an empty section gives the key as written)."""
+    prefix = f"{section}." if section else ""
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{prefix}{key}: {msg}")
+
+    return need
 
 
 def doc(help: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
