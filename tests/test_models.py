@@ -206,3 +206,15 @@ def test_lora_and_adapters_disabled() -> None:
     assert torch.equal(_logits(peft_model, ids), adapted)
     with adapters_disabled(model):  # a plain model: no-op
         pass
+
+
+def test_eval_mode_restores_each_models_own_mode_even_after_an_error():
+    from torch import nn
+
+    from llmrl.models import eval_mode
+
+    a, b = nn.Dropout(0.5).train(), nn.Dropout(0.5).eval()
+    with pytest.raises(RuntimeError), eval_mode(a, b):
+        assert not a.training and not b.training
+        raise RuntimeError("boom")
+    assert a.training and not b.training

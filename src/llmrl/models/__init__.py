@@ -3,6 +3,7 @@
 from llmrl.models.loading import (
     ModelLoadError,
     encode_prompt,
+    eval_mode,
     load_model,
     load_tokenizer,
     prepare_tokenizer,
@@ -28,6 +29,7 @@ __all__ = [
     "build_char_tokenizer",
     "build_tiny_model",
     "encode_prompt",
+    "eval_mode",
     "is_peft_model",
     "load_model",
     "load_tokenizer",

@@ -13,6 +13,8 @@ Prompt conventions used everywhere in llmrl:
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +144,15 @@ def reference_model(model: PreTrainedModel) -> PreTrainedModel:
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
+
+@contextmanager
+def eval_mode(*models: torch.nn.Module) -> Iterator[None]:
+    """Put ``models`` in eval mode (no dropout) for the block; each gets its own train/eval mode back after."""
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)

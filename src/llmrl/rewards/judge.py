@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from llmrl.core.ops import right_pad
+from llmrl.models.loading import eval_mode
 
 CATEGORY_INSTRUCTIONS = {
     "chat": "Below is a question and a response. Is the response helpful and correct?",
@@ -61,9 +62,7 @@ def judge_scores(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[tuple[s
         p = _encode_prompt(tokenizer, instruction, response, category, max_tokens)
         seqs += [(p + v, len(p)) for v in variants]
     logps: list[float] = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for i in range(0, len(seqs), batch_size):
             chunk = seqs[i : i + batch_size]
             ids, _ = right_pad([s for s, _ in chunk], pad)  # right padding: causal attention needs no mask
@@ -72,8 +71,6 @@ def judge_scores(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[tuple[s
                 pos = torch.arange(plen - 1, len(s) - 1, device=dev)
                 tgt = torch.tensor(s[plen:], device=dev)
                 logps.append(float(logp[r, pos, tgt].sum()))
-    finally:
-        model.train(was_training)
     out = []
     per = len(variants)
     for j in range(len(pairs)):

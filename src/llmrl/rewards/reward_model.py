@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from llmrl.core.ops import right_pad
-from llmrl.models.loading import encode_prompt, render_prompt
+from llmrl.models.loading import encode_prompt, eval_mode, render_prompt
 
 RM_META = "reward_model.json"
 """Tokenisation settings saved next to a trained reward model."""
@@ -68,15 +68,11 @@ def score_texts(model: torch.nn.Module, tokenizer: Any, items: Sequence[tuple[Pr
     seqs = [encode_scored(tokenizer, p, c, max_length=max_length, max_prompt_length=max_prompt_length,
                           chat_template=chat_template) for p, c in items]
     out: list[float] = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for s in range(0, len(seqs), batch_size):
             chunk = seqs[s : s + batch_size]
             ids, mask = right_pad(chunk, pad)
             out += model.score(ids.to(dev), mask.to(dev)).float().cpu().tolist()  # type: ignore[operator]
-    finally:
-        model.train(was_training)
     return out
 
 

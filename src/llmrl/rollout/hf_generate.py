@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig
 
+from llmrl.models.loading import eval_mode
 from llmrl.rollout.base import Generation, SamplingParams
 from llmrl.rollout.sampler import build_generations, eos_token_ids, find_stop, left_pad, unwrap_peft
 
@@ -65,29 +66,25 @@ class HFGenerateSampler:
             mask.repeat_interleave(params.n, 0).to(dev).long(),
         )
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode(), torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
-                torch.manual_seed(seed)
-                extra = {"tokenizer": self.tokenizer} if params.stop else {}
-                # generate() fills every unset field from model.generation_config (its EOS included, which
-                # would break ignore_eos, and model-specific penalties): swap in a neutral one for the call.
-                target = unwrap_peft(self.model)
-                saved = target.generation_config
-                target.generation_config = GenerationConfig()
-                try:
-                    out = self.model.generate(
-                        input_ids=ids, attention_mask=mask, generation_config=self._config(params), **extra
-                    )
-                finally:
-                    target.generation_config = saved
-                new = out.sequences[:, ids.shape[1] :]  # [B, steps]
-                logits = torch.stack(out.logits, 1).float()  # [B, steps, V]
-                T = params.temperature if params.temperature > 0 else 1.0
-                lps = torch.gather(F.log_softmax(logits / T, -1), -1, new[..., None])[..., 0]
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), torch.inference_mode(), \
+                torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
+            torch.manual_seed(seed)
+            extra = {"tokenizer": self.tokenizer} if params.stop else {}
+            # generate() fills every unset field from model.generation_config (its EOS included, which
+            # would break ignore_eos, and model-specific penalties): swap in a neutral one for the call.
+            target = unwrap_peft(self.model)
+            saved = target.generation_config
+            target.generation_config = GenerationConfig()
+            try:
+                out = self.model.generate(
+                    input_ids=ids, attention_mask=mask, generation_config=self._config(params), **extra
+                )
+            finally:
+                target.generation_config = saved
+            new = out.sequences[:, ids.shape[1] :]  # [B, steps]
+            logits = torch.stack(out.logits, 1).float()  # [B, steps, V]
+            T = params.temperature if params.temperature > 0 else 1.0
+            lps = torch.gather(F.log_softmax(logits / T, -1), -1, new[..., None])[..., 0]
         tok_rows, lp_rows = new.tolist(), lps.tolist()
         stop_at = (
             [first_stop_index(self.tokenizer, r, params.stop) for r in tok_rows] if params.stop else None

@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from llmrl.models.loading import eval_mode
 from llmrl.rollout.base import Generation, SamplingParams
 from llmrl.rollout.sampler import (
     KVCacheSampler,
@@ -109,20 +110,14 @@ class MixtureSampler:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         """For each prompt (token ids), ``params.n`` generations (see :class:`Generation`)."""
         active = [k for k, w in enumerate(self.weights) if w > 0]
-        modes = [m.training for m in self.models]
-        for m in self.models:
-            m.eval()
 
         def open_decoder(n: int, batch: int, total_len: int) -> _MixedDecoder:
             return _MixedDecoder([self.parts[k].open_decoder(n, batch, total_len) for k in active],
                                  lambda logits: self._mix(logits, active))
 
-        try:
+        with eval_mode(*self.models):
             return sample_loop(self.tokenizer, prompts, params, self.pad_id, self.eos_ids,
                                next(self.models[0].parameters()).device, open_decoder)
-        finally:
-            for m, mode in zip(self.models, modes):
-                m.train(mode)
 
 
 class _MixedDecoder:

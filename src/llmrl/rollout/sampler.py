@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llmrl.models.loading import eval_mode
 from llmrl.rollout.base import Generation, SamplingParams
 
 FAST_MODEL_TYPES = frozenset({"llama", "qwen2", "mistral"})
@@ -444,13 +445,9 @@ class KVCacheSampler:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         """For each prompt (token ids), ``params.n`` generations (see :class:`Generation`)."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             return sample_loop(self.tokenizer, prompts, params, self.pad_id, self.eos_ids,
                                next(self.model.parameters()).device, self.open_decoder)
-        finally:
-            self.model.train(was_training)
 
     def open_decoder(self, n: int, batch: int, total_len: int) -> _Decoder:
         if self.uses_fast_path(total_len):

@@ -44,6 +44,7 @@ import torch
 
 from llmrl.core.ops import right_pad
 from llmrl.core.types import Sample
+from llmrl.models.loading import eval_mode
 from llmrl.rewards.base import RewardFn, combine_rewards
 from llmrl.tasks.preference import PreferencePair
 
@@ -221,12 +222,8 @@ def pairwise_judge(model: torch.nn.Module, tokenizer: Any, max_tokens: int = 102
         dev = next(model.parameters()).device
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         ids, _ = right_pad([p + v for v in variants], pad)  # right padding: causal attention needs no mask
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             logp = torch.log_softmax(model(input_ids=ids.to(dev)).logits.double(), -1)  # [V, L, vocab]
-        finally:
-            model.train(was_training)
         probs = []
         for r, v in enumerate(variants):
             pos = torch.arange(len(p) - 1, len(p) + len(v) - 1, device=dev)

@@ -53,6 +53,7 @@ from llmrl.algos.privacy import (
     rr_label_epsilon,
 )
 from llmrl.core.seed import derive_seed, rng_state, seed_everything, set_rng_state
+from llmrl.models.loading import eval_mode
 from llmrl.models.value_head import HEAD_WEIGHTS, ScalarHeadModel, load_scalar_model, scalar_model_from_policy
 from llmrl.rewards.reward_model import RM_META
 from llmrl.tasks.base import Task
@@ -91,17 +92,13 @@ def _encode(cfg: Config, tok: Any, pairs: list[PreferencePair]) -> PairBatch:
 def evaluate_pairs(model: ScalarHeadModel, tok: Any, pairs: list[PreferencePair], cfg: Config,
                    agreement: dict[str, float | None] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """(scalar metrics: accuracy, margin, loss, pairs; personalised metrics or {} without user ids)."""
-    was = model.training
-    model.eval()
     rc: list[float] = []
     rr: list[float] = []
-    try:
+    with eval_mode(model):
         for s in range(0, len(pairs), cfg.rm.eval_batch_size):
             c, r = score_pair_batch(model, _encode(cfg, tok, pairs[s : s + cfg.rm.eval_batch_size]))
             rc += c.float().cpu().tolist()
             rr += r.float().cpu().tolist()
-    finally:
-        model.train(was)
     acc = pair_accuracy(rc, rr)
     loss = rm_pair_losses(torch.tensor(rc), torch.tensor(rr), reg_coef=cfg.rm.reg_coef)
     out = {"accuracy": sum(acc) / len(acc), "margin": sum(c - r for c, r in zip(rc, rr)) / len(rc),
