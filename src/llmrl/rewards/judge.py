@@ -28,6 +28,17 @@ YES_VARIANTS = ("Yes", " Yes", "yes", " yes")
 NO_VARIANTS = ("No", " No", "no", " no")
 
 
+def instruction_of(sample: Mapping[str, Any], key: str = "prompt") -> str:
+    """The instruction text a judge sees: the prompt string, or the last user message of a chat prompt."""
+    prompt = sample.get(key)
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = users[-1] if users else None
+    if not isinstance(prompt, str):
+        raise ValueError(f"sample has no text instruction under {key!r} (got {type(prompt).__name__})")
+    return prompt
+
+
 def judge_prompt(instruction: str, response: str, category: str = "chat") -> str:
     """The classifier prompt: category instruction, the Yes/No request, then ``User :`` / ``Response :``."""
     if category not in CATEGORY_INSTRUCTIONS:

@@ -29,6 +29,7 @@ from typing import Any
 from llmrl.core.seed import derive_seed
 from llmrl.core.types import Sample
 from llmrl.rewards.base import safe_check
+from llmrl.rewards.judge import instruction_of
 from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.tasks.base import Task
 from llmrl.tasks.preference import PreferencePair
@@ -65,15 +66,6 @@ def pairs_from_labels(prompt: Any, responses: Sequence[str], labels: Sequence[bo
     combos = [(g, b) for g in good for b in bad if g != b]
     rng.shuffle(combos)
     return [PreferencePair(prompt=prompt, chosen=g, rejected=b, meta=dict(meta or {})) for g, b in combos[:max_pairs]]
-
-
-def instruction_of(sample: Sample) -> str:
-    """The question a judge sees: the prompt text, or the last user message of a chat prompt."""
-    prompt = sample["prompt"]
-    if isinstance(prompt, str):
-        return prompt
-    users = [m.get("content", "") for m in prompt if m.get("role") == "user"]
-    return users[-1] if users else ""
 
 
 def sample_responses(generator: Generator, tokenizer: Any, samples: Sequence[Sample], n: int, params: SamplingParams,
@@ -144,5 +136,5 @@ def distill_pairs(task: Task, samples: Sequence[Sample], teacher: Sequence[Seque
     return pairs, stats
 
 
-__all__ = ["DistillStats", "JudgeFn", "distill_pairs", "instruction_of", "majority_answer", "pairs_from_labels",
+__all__ = ["DistillStats", "JudgeFn", "distill_pairs", "majority_answer", "pairs_from_labels",
            "sample_responses", "vote_labels"]

@@ -46,6 +46,7 @@ from llmrl.core.ops import right_pad
 from llmrl.core.types import Sample
 from llmrl.models.loading import eval_mode
 from llmrl.rewards.base import RewardFn, combine_rewards
+from llmrl.rewards.judge import instruction_of
 from llmrl.tasks.preference import PreferencePair
 
 PairwiseOracle = Callable[[Any, str, str], float]
@@ -79,17 +80,6 @@ class PreferenceSource(Protocol):
     """Scores every completion of every prompt: ``completions[i]`` are the completions of ``samples[i]``."""
 
     def score(self, samples: Sequence[Sample], completions: Sequence[Sequence[str]]) -> list[list[float]]: ...
-
-
-def instruction_of(sample: Mapping[str, Any], key: str = "prompt") -> str:
-    """The instruction text a judge sees: the prompt string, or the last user message of a chat prompt."""
-    prompt = sample.get(key)
-    if isinstance(prompt, list):
-        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-        prompt = users[-1] if users else None
-    if not isinstance(prompt, str):
-        raise ValueError(f"sample has no text instruction under {key!r} (got {type(prompt).__name__})")
-    return prompt
 
 
 class RewardSource:
