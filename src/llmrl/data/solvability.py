@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from llmrl.tasks.math_task import MathTask
+from llmrl.train.metrics import progress_bar
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]
 """``generate(prompts, k)``: ``k`` completion texts for each prompt text."""
@@ -44,7 +44,7 @@ def solve_counts(prompts: Sequence[str], golds: Sequence[str], generate: Generat
     if len(prompts) != len(golds):
         raise ValueError(f"{len(prompts)} prompts but {len(golds)} answers")
     task, counts = MathTask(style=style), []
-    bar = _bar(len(prompts)) if progress else None
+    bar = progress_bar(len(prompts), "rollouts", enabled=progress, unit="problem", file=sys.stderr)
     for i in range(0, len(prompts), max(1, chunk)):
         batch = list(prompts[i : i + max(1, chunk)])
         outs = generate(batch, k)
@@ -57,12 +57,6 @@ def solve_counts(prompts: Sequence[str], golds: Sequence[str], generate: Generat
     if bar is not None:
         bar.close()
     return counts
-
-
-def _bar(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="rollouts", unit="problem", file=sys.stderr, dynamic_ncols=True)
 
 
 def difficulty_edges(rates: Sequence[float]) -> list[float]:

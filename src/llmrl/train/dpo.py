@@ -43,7 +43,7 @@ from llmrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_chec
 from llmrl.train.collect import generate_episodes, score_episodes
 from llmrl.train.config import Config, ConfigError
 from llmrl.train.configbase import to_dict
-from llmrl.train.metrics import MetricsLogger, read_metrics
+from llmrl.train.metrics import MetricsLogger, progress_bar, read_metrics
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, completion_logps, encode_pairs
 from llmrl.train.rl import TrainingAborted
@@ -341,7 +341,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         run.before = log.log(0, evaluate_all(run, cfg, 0, eval_b, ref_eval, objective), kind="eval")
     else:
         run.before = next((r for r in read_metrics(log.path, "eval") if r["step"] == 0), {})
-    bar = _bar(steps, start, cfg.progress)
+    bar = progress_bar(steps, "dpo", enabled=cfg.progress, initial=start)
     for step in range(start + 1, steps + 1):
         t_step = time.time()
         idx = order.indices(step)
@@ -388,14 +388,6 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _bar(total: int, start: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc="dpo", dynamic_ncols=True)
 
 
 def _show(bar: Any, step: int, rec: dict[str, Any], every: int) -> None:

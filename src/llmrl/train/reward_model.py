@@ -61,7 +61,7 @@ from llmrl.tasks.preference import PreferencePair, read_preference_pairs
 from llmrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from llmrl.train.config import Config
 from llmrl.train.configbase import ConfigError
-from llmrl.train.metrics import MetricsLogger, read_metrics
+from llmrl.train.metrics import MetricsLogger, progress_bar, read_metrics
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, encode_pairs
 from llmrl.train.personal import condition_on_user, pair_accuracy, personal_metrics, user_agreement, user_of
@@ -263,14 +263,6 @@ def _dp_step(model: ScalarHeadModel, params: list[Tensor], cfg: Config, tok: Any
             "clipped_fraction": acc.clipped / max(acc.users, 1), "skipped_users": float(skipped)}
 
 
-def _progress(enabled: bool, total: int, start: int) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc="reward model", dynamic_ncols=True)
-
-
 def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Train a reward model as configured; returns the summary (also ``<output_dir>/summary.json``)."""
     t0, r, pv = time.time(), cfg.rm, cfg.rm.privacy
@@ -320,7 +312,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     else:
         before = next((x for x in read_metrics(log.path, "eval") if x["step"] == 0), {})
     model.train()
-    bar = _progress(cfg.progress, total, start)
+    bar = progress_bar(total, "reward model", enabled=cfg.progress, initial=start)
     for step in range(start + 1, total + 1):
         if accountant is not None:
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "dp", step))

@@ -23,7 +23,7 @@ from llmrl.train.build import build_data, build_generator, build_policy, build_r
 from llmrl.train.collect import generate_episodes, score_episodes
 from llmrl.train.config import Config
 from llmrl.train.evaluate import evaluate
-from llmrl.train.metrics import MetricsLogger
+from llmrl.train.metrics import MetricsLogger, progress_bar
 from llmrl.train.rundir import atomic_dir, prepare_output
 from llmrl.train.sft import demonstrations, rejection_sample, run_sft, sft_episodes
 
@@ -50,11 +50,7 @@ class RunParts:
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
     def progress(self, total: int, start: int) -> Any:
-        if not self.show_progress:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, initial=start, desc="rl", dynamic_ncols=True)
+        return progress_bar(total, "rl", enabled=self.show_progress, initial=start)
 
     def show(self, bar: Any, step: int, rec: dict[str, Any], every: int) -> None:
         acc = self.last_eval.get("accuracy", self.before.get("accuracy", float("nan")))

@@ -15,6 +15,7 @@ from llmrl.rewards.base import safe_check
 from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.tasks.base import Task
 from llmrl.train.collect import generate_episodes
+from llmrl.train.metrics import progress_bar
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.update import policy_logprobs
 
@@ -61,7 +62,7 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.train()
     recent: list[float] = []
-    bar = _bar(steps, "sft", progress)
+    bar = progress_bar(steps, "sft", enabled=progress, leave=False)
     for step in range(steps):
         batch = Batch.collate(rng.sample(episodes, min(batch_size, len(episodes))), pad)
         loss = sft_loss(model, batch)
@@ -97,11 +98,3 @@ def rejection_sample(generator: Generator, tokenizer: Any, task: Task, samples: 
             seen.add(key)
             kept.append((e.sample, e.completion))
     return kept
-
-
-def _bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
