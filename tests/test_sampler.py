@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralC
 
 from llmrl.models import TinyModelSpec, adapters_disabled, apply_lora, build_tiny_model
 from llmrl.rollout import Generation, HFGenerateSampler, KVCacheSampler, SamplingParams
+from llmrl.rollout.ckernels import decode_kernels
 from llmrl.rollout.sampler import FastDecoder, fast_path_issue, filter_top_k_top_p, left_pad
 
 LLAMA = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, intermediate_size=128,
@@ -52,12 +53,20 @@ def _hf_logits(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) ->
 
 
 def _check_fast_logits(model: torch.nn.Module, prompts: list[list[int]], n: int = 1, steps: int = 6) -> None:
-    """Prefill + decode logits of the fast decoder == the HF forward on the same left-padded sequences."""
+    """Prefill + decode logits of the fast decoder == the HF forward on the same left-padded sequences, with
+    the C kernels (when this machine can build them) and with the pure-torch ops."""
+    for kernels in (None, False):
+        _check_fast_logits_with(model, prompts, n, steps, kernels)
+
+
+def _check_fast_logits_with(model: torch.nn.Module, prompts: list[list[int]], n: int, steps: int,
+                            kernels: bool | None) -> None:
     ids, mask = left_pad(prompts, pad_id=0)
     B = len(prompts) * n
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        dec = FastDecoder(model, n, B, ids.shape[1] + steps + 1)
+        dec = FastDecoder(model, n, B, ids.shape[1] + steps + 1, kernels=kernels)
+        assert (dec.kernels is None) == (kernels is False or decode_kernels(dec.hd) is None)
         logits = dec.prefill(ids, mask)
         seq, m = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
         for s in range(steps + 1):

@@ -132,5 +132,9 @@ class _MixedDecoder:
     def step(self, tok: Tensor, s: int) -> Tensor:
         return self.mix([d.step(tok, s) for d in self.decoders])
 
+    def release(self) -> None:
+        for d in self.decoders:
+            d.release()
+
 
 __all__ = ["MixtureError", "MixtureSampler", "check_same_tokenizer", "check_weights", "vocab_size"]

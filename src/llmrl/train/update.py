@@ -21,18 +21,21 @@ def policy_logprobs(model: torch.nn.Module, batch: Batch, temperature: float = 1
     """Per-token log-probs (and optionally entropies) of the batch's targets under ``model``.  -> [B, L-1]
 
     Logits are computed only from the first position any row trains on (prompt positions before it are
-    never scored), so a large vocabulary costs [B, completion, V] rather than [B, L, V]. Rows are
+    never scored), so a large vocabulary costs [B, completion, V] rather than [B, L, V]; the last token is
+    not fed (it predicts nothing). Rows are
     right-padded (``Batch.collate``), so causal attention alone is exact for every real token and no
     padding mask is needed. Positions before that start are returned as 0 (their mask is 0).
     """
     ids, L = batch.input_ids, batch.input_ids.shape[1]
     start = int((batch.mask.cumsum(-1) == 0).sum(-1).min())  # first trained target position of any row
-    keep = L - start  # logits at positions start .. L-1; the last one predicts nothing
-    try:
-        logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits[:, :-1]
-    except TypeError:  # a model without logits_to_keep
-        logits = model(input_ids=ids, use_cache=False).logits[:, start:-1]
     lp = ids.new_zeros(batch.mask.shape, dtype=batch.mask.dtype)
+    if start >= L - 1:  # nothing to score (logits_to_keep=0 would mean "all positions")
+        return lp, (torch.zeros_like(lp) if with_entropy else None)
+    # The last position predicts nothing: it is not fed at all (causal attention: no other logit changes).
+    try:
+        logits = model(input_ids=ids[:, :-1], use_cache=False, logits_to_keep=L - 1 - start).logits
+    except TypeError:  # a model without logits_to_keep
+        logits = model(input_ids=ids[:, :-1], use_cache=False).logits[:, start:]
     lp[:, start:] = token_logprobs(logits, ids[:, start + 1 :], temperature).to(lp.dtype)
     if not with_entropy:
         return lp, None
