@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from llmrl.models import TinyModelSpec, build_tiny_model
 from llmrl.rollout import KVCacheSampler, SamplingParams, ckernels
 from llmrl.rollout.ckernels import decode_kernels
-from llmrl.rollout.fast_decoder import _PAD
 
 
 def _kernels(head_dim: int) -> ckernels.DecodeKernels:
@@ -46,52 +45,59 @@ def test_rms_norm_and_swiglu_match_torch() -> None:
 
 
 def _attention_reference(qkv, cos, sin, pk, pv, plen, gk, gv, n, H, K, s, scale):
-    """Slow loop: rotary, write step s, softmax attention over the real prompt keys and generated 0..s."""
+    """Slow loop on plain layouts (prompt u's real keys/values in slots 0..plen[u]-1 of pk/pv [Bu, K, P, hd],
+    generated ones in gk/gv [B, K, S, hd]): rotary, write slot s, softmax attention over real + 0..s."""
     B, hd = qkv.shape[0], cos.shape[1]
     half, R = hd // 2, H // K
-    P = pv.shape[2]
     x = qkv.view(B, H + 2 * K, hd)
     out = torch.empty(B, H * hd, dtype=torch.float64)
     for b in range(B):
         u = b // n
-        pos = int(plen[u]) + s
-        c, sn = cos[pos].double(), sin[pos].double()
+        npu = int(plen[u])
+        c, sn = cos[npu + s].double(), sin[npu + s].double()
 
         def rope(v: torch.Tensor, c: torch.Tensor = c, sn: torch.Tensor = sn) -> torch.Tensor:
             return v.double() * c + torch.cat([v[half:], v[:half]]).double() * sn
 
         for k in range(K):
-            gk[b, k, :, s] = rope(x[b, H + k]).float()
+            gk[b, k, s] = rope(x[b, H + k]).float()
             gv[b, k, s] = x[b, H + K + k]
         for h in range(H):
-            k, p0 = h // R, P - int(plen[u])
-            keys = torch.cat([pk[u, k, :, p0:].t(), gk[b, k, :, : s + 1].t()]).double()
-            vals = torch.cat([pv[u, k, p0:], gv[b, k, : s + 1]]).double()
+            k = h // R
+            keys = torch.cat([pk[u, k, :npu], gk[b, k, : s + 1]]).double()
+            vals = torch.cat([pv[u, k, :npu], gv[b, k, : s + 1]]).double()
             w = (keys @ (rope(x[b, h]) * scale)).softmax(0)
             out[b, h * hd : (h + 1) * hd] = w @ vals
     return out.float()
+
+
+def _tiled(keys: torch.Tensor, tile: int) -> torch.Tensor:
+    """[..., slots, hd] -> the kernel's key tiles [..., slots / tile, hd, tile]."""
+    *lead, slots, hd = keys.shape
+    return keys.reshape(*lead, slots // tile, tile, hd).transpose(-1, -2).contiguous()
 
 
 @pytest.mark.parametrize("hd,H,K", [(32, 4, 4), (16, 4, 2), (24, 6, 3), (8, 2, 1)])
 def test_attention_step_matches_a_slow_loop(hd: int, H: int, K: int) -> None:
     k = _kernels(hd)
     g = torch.Generator().manual_seed(hd)
-    Bu, n, P, S = 3, 2, 5, 7
+    Bu, n, P, S, tile = 3, 2, 5, 7, k.tile
+    assert tile == (16 if hd % 16 == 0 else 8)
+    Pt, St = -(-P // tile) * tile, -(-S // tile) * tile
     B = Bu * n
-    plen = torch.tensor([5, 2, 1], dtype=torch.int64)  # left padding of 0, 3 and 4 slots
+    plen = torch.tensor([5, 2, 1], dtype=torch.int64)
     cos, sin = torch.randn(P + S, hd, generator=g), torch.randn(P + S, hd, generator=g)
-    pad = _PAD
-    pk = torch.randn(Bu * K * hd * P + pad, generator=g)[:-pad].view(Bu, K, hd, P)
-    pv = torch.randn(Bu, K, P, hd, generator=g)
-    gk = torch.randn(B * K * hd * S + pad, generator=g)[:-pad].view(B, K, hd, S)
-    gv = torch.randn(B, K, S, hd, generator=g)
+    pk, pv = torch.randn(Bu, K, Pt, hd, generator=g), torch.randn(Bu, K, Pt, hd, generator=g)
+    gk_ref, gv_ref = torch.randn(B, K, St, hd, generator=g), torch.randn(B, K, St, hd, generator=g)
+    gk, gv = _tiled(gk_ref, tile), gv_ref.clone()
     for s in range(S):  # the cache fills step by step exactly as in decoding
         qkv = torch.randn(B, (H + 2 * K) * hd, generator=g)
-        gk_ref, gv_ref = gk.clone(), gv.clone()
         ref = _attention_reference(qkv, cos, sin, pk, pv, plen, gk_ref, gv_ref, n, H, K, s, hd**-0.5)
-        out = k.attn_step(qkv, cos, sin, pk, pv, plen, gk, gv, torch.empty(B, H * hd), n, H, K, s, hd**-0.5)
+        out = k.attn_step(qkv, cos, sin, _tiled(pk, tile), pv, plen, gk, gv, torch.empty(B, H * hd), n, H, K, s,
+                          hd**-0.5)  # fmt: skip
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(gk[..., : s + 1], gk_ref[..., : s + 1], rtol=1e-6, atol=1e-6)
+        written = gk.transpose(-1, -2).reshape(B, K, St, hd)
+        torch.testing.assert_close(written[:, :, : s + 1], gk_ref[:, :, : s + 1], rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(gv[:, :, : s + 1], gv_ref[:, :, : s + 1])
 
 

@@ -90,6 +90,8 @@ class DecodeKernels:
         self.head_dim = head_dim
         lib = ctypes.CDLL(str(path))
         self._rms, self._swiglu, self._attn = lib.rms_norm, lib.swiglu, lib.attn_step
+        lib.tile_width.restype, lib.tile_width.argtypes = _I, []
+        self.tile = int(lib.tile_width())  # keys per tile of the attention caches (see decode_kernels.c)
         self._rms.argtypes = [_P, _P, _I, _I, _F]
         self._swiglu.argtypes = [_P, _P, _I]
         self._attn.argtypes = [_P] * 9 + [_I] * 7 + [_F]
@@ -110,6 +112,7 @@ class DecodeKernels:
                   gv: Tensor, out: Tensor, n: int, heads: int, kv_heads: int, step: int, scale: float) -> Tensor:
         """Rotary + cache write + attention of generated token ``step`` (layouts in ``decode_kernels.c``)."""
         B, P, S = qkv.shape[0], pv.shape[2], gv.shape[2]
+        assert P % self.tile == 0 and S % self.tile == 0 and pk.shape[2:] == (P // self.tile, self.head_dim, self.tile)
         self._attn(qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), pk.data_ptr(), pv.data_ptr(), plen.data_ptr(),
                    gk.data_ptr(), gv.data_ptr(), out.data_ptr(), B, n, heads, kv_heads, P, S, step, scale)
         return out

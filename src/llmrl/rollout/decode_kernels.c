@@ -85,18 +85,21 @@ typedef float vf __attribute__((vector_size(VW * 4), aligned(4)));
 static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
-/* sc[t] = q . k_t for t < T, with the keys stored transposed ([HD, ld]: one row per dimension) so that VW keys
- * are scored at once in one register (a dot product per key would end in a horizontal sum per key). Writes up
- * to VW - 1 values past sc[T - 1] and reads up to VW - 1 floats past each key row (buffers are padded). */
-static inline void scores(float *restrict sc, const float *restrict q, const float *restrict kT, int64_t ld,
-                          int64_t T)
+/* Number of floats in a vector: keys are stored in tiles of VW keys, [HD, VW] each, dimension-major. */
+int64_t tile_width(void) { return VW; }
+
+/* sc[t] = q . k_t for t < T, keys in tiles ([ceil(T / VW), HD, VW]): VW keys are scored at once in one register
+ * (a dot product per key would end in a horizontal sum per key) and each tile is one contiguous read. Writes up
+ * to VW - 1 values past sc[T - 1] (from the unused slots of the last tile). */
+static inline void scores(float *restrict sc, const float *restrict q, const float *restrict kt, int64_t T)
 {
     for (int64_t t = 0; t < T; t += VW) {
+        const float *tile = kt + t * HD;
         vf a[4] = {{0.f}, {0.f}, {0.f}, {0.f}};  /* 4 independent FMA chains */
         int64_t i = 0;
         for (; i + 4 <= HD; i += 4)
-            for (int64_t j = 0; j < 4; j++) a[j] += q[i + j] * vload(kT + (i + j) * ld + t);
-        for (; i < HD; i++) a[0] += q[i] * vload(kT + i * ld + t);
+            for (int64_t j = 0; j < 4; j++) a[j] += q[i + j] * vload(tile + (i + j) * VW);
+        for (; i < HD; i++) a[0] += q[i] * vload(tile + i * VW);
         vstore(sc + t, (a[0] + a[1]) + (a[2] + a[3]));
     }
 }
@@ -134,10 +137,10 @@ static inline float exp_shifted(float *restrict x, int64_t nk)
 /* Attention of generated token s of every row b (rows = prompts x n samples, prompt u = b / n).
  *   qkv   [B, (H + 2K) * HD]  the new token's q, k, v projections (before rotary)
  *   cosT, sinT [max_len, HD]  rotary tables by position
- *   pk, pv [Bu, K, HD, P], [Bu, K, P, HD]  rotated prompt keys (transposed) and values, left-padded: prompt u's
- *                             real tokens are the last plen[u] of its P slots (shared by its n samples)
- *   gk, gv [B, K, HD, S], [B, K, S, HD]  generated keys (transposed) and values; this call writes slot s and
- *                             attends to slots 0..s
+ *   pk, pv [Bu, K, P / VW, HD, VW], [Bu, K, P, HD]  rotated prompt keys (tiled) and values, shared by the prompt's
+ *                             n samples: its plen[u] real tokens in slots 0 .. plen[u] - 1 (P: multiple of VW)
+ *   gk, gv [B, K, S / VW, HD, VW], [B, K, S, HD]  generated keys (tiled) and values; this call writes slot s and
+ *                             attends to slots 0 .. s (S: a multiple of VW)
  *   out   [B, H * HD]         attention output, heads concatenated (o_proj's input)
  * Query head h reads kv head h / (H / K); q is scaled by `scale` (1/sqrt(HD) for Llama). */
 void attn_step(const float *qkv, const float *cosT, const float *sinT, const float *pk, const float *pv,
@@ -152,20 +155,20 @@ void attn_step(const float *qkv, const float *cosT, const float *sinT, const flo
         float q[HD], scbuf[P + S + VW];
         float *restrict sc = scbuf;
         for (int64_t k = 0; k < K; k++) {
-            float kr[HD], *kd = gk + (b * K + k) * HD * S + s;
+            float kr[HD], *kd = gk + (b * K + k) * S * HD + (s / VW) * HD * VW + s % VW;
             rope(kr, row + (H + k) * HD, c, sn, 1.0f);
-            for (int64_t i = 0; i < HD; i++) kd[i * S] = kr[i];
+            for (int64_t i = 0; i < HD; i++) kd[i * VW] = kr[i];
             memcpy(gv + ((b * K + k) * S + s) * HD, row + (H + K + k) * HD, HD * sizeof(float));
         }
         for (int64_t h = 0; h < H; h++) {
-            const int64_t k = h / R, p0 = P - np;
+            const int64_t k = h / R;
             vf acc[HD / VW];
             rope(q, row + h * HD, c, sn, scale);
-            scores(sc, q, pk + (u * K + k) * HD * P + p0, P, np);
-            scores(sc + np, q, gk + (b * K + k) * HD * S, S, T);
+            scores(sc, q, pk + (u * K + k) * P * HD, np);
+            scores(sc + np, q, gk + (b * K + k) * S * HD, T);
             const float inv = 1.0f / exp_shifted(sc, np + T);
             for (int64_t j = 0; j < HD / VW; j++) acc[j] = (vf){0.f};
-            weighted(acc, sc, pv + ((u * K + k) * P + p0) * HD, np);
+            weighted(acc, sc, pv + (u * K + k) * P * HD, np);
             weighted(acc, sc + np, gv + (b * K + k) * S * HD, T);
             for (int64_t j = 0; j < HD / VW; j++) vstore(out + (b * H + h) * HD + j * VW, acc[j] * inv);
         }

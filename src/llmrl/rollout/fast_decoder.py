@@ -282,20 +282,25 @@ KEEP_BYTES = 256 << 20  # largest buffer kept in a workspace between generate ca
 
 
 class _CAttention:
-    """Decode-step attention with the C kernel. Prompt keys ``[Bu, K, hd, P]`` (transposed) and values
-    ``[Bu, K, P, hd]`` are shared by a prompt's samples; generated keys ``[B, K, hd, S]`` (transposed) and values
-    ``[B, K, S, hd]`` are per row."""
+    """Decode-step attention with the C kernel. A prompt's keys/values are shared by its samples, its real tokens
+    moved to the front; keys are stored in tiles of ``kernels.tile`` keys (``[.., slots / tile, hd, tile]``),
+    values as ``[.., slots, hd]`` (see ``decode_kernels.c``)."""
 
     def __init__(self, dec: FastDecoder, mask: Tensor, keys: list[Tensor], values: list[Tensor]) -> None:
         assert dec.kernels is not None
         self.dec, self.kernels = dec, dec.kernels
-        S, L = dec.max_len - mask.shape[1], len(keys)
-        self.pk = [_padded(k.transpose(2, 3)) for k in keys]
-        self.pv = values
-        gk = dec.buffer("gk", L * dec.B * dec.K * dec.hd * S + _PAD)
-        self.gk = gk[:-_PAD].view(L, dec.B, dec.K, dec.hd, S).unbind(0)
-        self.gv = dec.buffer("gv", L, dec.B, dec.K, S, dec.hd).unbind(0)
+        Bu, P = mask.shape
+        tile, L = self.kernels.tile, len(keys)
+        Pt, St = -(-P // tile) * tile, -(-(dec.max_len - P) // tile) * tile  # slots: whole tiles
         self.plen = mask.sum(-1).to(torch.int64)
+        # Real prompt tokens first: slot j of prompt u holds its position P - plen[u] + j (left padding).
+        src = (P - self.plen[:, None] + torch.arange(Pt, device=dec.dev)).clamp(max=P - 1)  # [Bu, Pt]
+        src = src[:, None, :, None].expand(Bu, dec.K, Pt, dec.hd)
+        self.pv = [v.gather(2, src) for v in values]  # [Bu, K, Pt, hd]
+        self.pk = [k.gather(2, src).view(Bu, dec.K, Pt // tile, tile, dec.hd).transpose(3, 4).contiguous()
+                   for k in keys]  # fmt: skip
+        self.gk = dec.buffer("gk", L, dec.B, dec.K, St // tile, dec.hd, tile).unbind(0)
+        self.gv = dec.buffer("gv", L, dec.B, dec.K, St, dec.hd).unbind(0)
         self.cos, self.sin = dec.cos_tab.contiguous(), dec.sin_tab.contiguous()
 
     def __call__(self, li: int, qkv: Tensor, s: int) -> Tensor:
@@ -303,15 +308,6 @@ class _CAttention:
         out = qkv.new_empty(d.B, d.H * d.hd)
         return self.kernels.attn_step(qkv, self.cos, self.sin, self.pk[li], self.pv[li], self.plen, self.gk[li],
                                       self.gv[li], out, d.n, d.H, d.K, s, d.scale)
-
-
-_PAD = 16  # floats after each transposed-key buffer: the kernel reads whole vectors past a row's last key
-
-
-def _padded(x: Tensor) -> Tensor:
-    """A contiguous copy of ``x`` followed by :data:`_PAD` spare floats."""
-    flat = x.new_empty(x.numel() + _PAD)
-    return flat[:-_PAD].view(x.shape).copy_(x)
 
 
 class _TorchAttention:
