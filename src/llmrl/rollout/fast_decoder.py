@@ -189,6 +189,7 @@ class FastDecoder:
         self.sin_tab = sin * sign.to(self.dtype)  # rotate_half's minus sign folded in
         self.attn: _TorchAttention | _CAttention | None = None  # set by prefill
         self.workspace, self.buffers = workspace, {}
+        self.scratches: dict[str, Tensor] = {}
 
     def buffer(self, name: str, *shape: int) -> Tensor:
         """An uninitialised ``shape`` tensor of the model's dtype/device, taken from the workspace if one fits."""
@@ -212,9 +213,17 @@ class FastDecoder:
         """x * cos + rotate_half(x) * sin, with rotate_half = roll by hd/2 and its sign folded into sin."""
         return torch.addcmul(x * cos, x.roll(self.hd // 2, -1), sin)
 
+    def scratch(self, name: str, *shape: int) -> Tensor:
+        """A reused tensor for an intermediate that the very next op consumes (valid until the next call with
+        the same name): a decode step would otherwise allocate a dozen small tensors per layer."""
+        t = self.scratches.get(name)
+        if t is None or t.shape != shape:
+            t = self.scratches[name] = torch.empty(shape, dtype=self.dtype, device=self.dev)
+        return t
+
     def _norm(self, x: Tensor, d_eps: Tensor, d_eps_f: float) -> Tensor:
         if self.kernels is not None:
-            return self.kernels.rms_norm(x, torch.empty_like(x), d_eps_f)
+            return self.kernels.rms_norm(x, self.scratch("norm", *x.shape), d_eps_f)
         return _rms(x, d_eps)
 
     def _mlp_and_residual(self, x: Tensor, attn: Tensor, L: _Layer) -> Tensor:
@@ -223,7 +232,7 @@ class FastDecoder:
         h2 = h.expand(2, *h.shape)  # gate and up as one batched GEMM (splits better over threads than one mm)
         gu = torch.bmm(h2, L.wgu) if L.bgu is None else torch.baddbmm(L.bgu, h2, L.wgu)
         if self.kernels is not None:
-            h = self.kernels.swiglu(gu, gu.new_empty(gu.shape[1:]))
+            h = self.kernels.swiglu(gu, self.scratch("act", *gu.shape[1:]))
         else:
             h = F.silu(gu[0]).mul_(gu[1])
         return torch.addmm(x, h, L.wd_t) if L.bd is None else x + F.linear(h, L.wd_t.t(), L.bd)
@@ -305,7 +314,7 @@ class _CAttention:
 
     def __call__(self, li: int, qkv: Tensor, s: int) -> Tensor:
         d = self.dec
-        out = qkv.new_empty(d.B, d.H * d.hd)
+        out = d.scratch("attn", d.B, d.H * d.hd)
         return self.kernels.attn_step(qkv, self.cos, self.sin, self.pk[li], self.pv[li], self.plen, self.gk[li],
                                       self.gv[li], out, d.n, d.H, d.K, s, d.scale)
 
