@@ -181,12 +181,15 @@ class KVCacheSampler:
 
     ``fast_path``: None = use :class:`FastDecoder` when the model supports it (see
     :func:`fast_path_issue`), True = require it (ValueError otherwise), False = always use the generic
-    :class:`HFDecoder`. Sampling is seeded by ``params.seed`` (a torch.Generator; without a seed one is
-    drawn from the global torch RNG). The model is put in eval mode for the call and restored after.
+    :class:`HFDecoder`. ``kernels``: the fast decoder's C kernels, None = when they apply (float32 on CPU with a
+    C compiler, see :mod:`llmrl.rollout.ckernels`), False = its pure-torch ops. Sampling is seeded by
+    ``params.seed`` (a torch.Generator; without a seed one is drawn from the global torch RNG). The model is put
+    in eval mode for the call and restored after.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any, *, fast_path: bool | None = None) -> None:
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model: nn.Module, tokenizer: Any, *, fast_path: bool | None = None,
+                 kernels: bool | None = None) -> None:
+        self.model, self.tokenizer, self.kernels = model, tokenizer, kernels
         self.fast_issue = fast_path_issue(model) if fast_path is not False else "disabled by fast_path=False"
         if fast_path and self.fast_issue is not None:
             raise ValueError(f"fast path unavailable: {self.fast_issue}")
@@ -210,7 +213,7 @@ class KVCacheSampler:
 
     def open_decoder(self, n: int, batch: int, total_len: int) -> _Decoder:
         if self.uses_fast_path(total_len):
-            return FastDecoder(self.model, n, batch, total_len, workspace=self.workspace)
+            return FastDecoder(self.model, n, batch, total_len, kernels=self.kernels, workspace=self.workspace)
         return HFDecoder(self.model, n, total_len)
 
 
