@@ -4,8 +4,9 @@
 decoder runs its pure-torch ops instead (same results up to float rounding; ``tests/test_ckernels.py`` checks
 both). Nothing here is needed for correctness, only for speed.
 
-* Compiler: ``$CC`` or ``cc``, with ``-O3 -march=native -fopenmp`` (OpenMP threads are torch's own: the library
-  links ``libgomp.so.1``, which torch has already loaded). Without OpenMP support it is built single-threaded.
+* Compiler: ``$CC`` or ``cc``, with ``-O3 -march=native``, plus ``-fopenmp`` when this process already runs GNU
+  OpenMP (torch's Linux wheels do): the library then links that same ``libgomp.so.1`` and shares torch's threads.
+  Otherwise (another OpenMP runtime, or a compiler without OpenMP) it is built single-threaded.
 * Cache: ``$LLMRL_CACHE_DIR/kernels`` (default ``~/.cache/llmrl/kernels``), one ``.so`` per source, head dim,
   compiler and CPU (``-march=native`` code must not move to another CPU), written atomically.
 * ``LLMRL_C_KERNELS=0`` turns them off. A failed build is reported once (logging) and not retried in the process.
@@ -58,18 +59,27 @@ def _compiler() -> str | None:
     return cc if shutil.which(cc) else None
 
 
+def _gnu_openmp_loaded() -> bool:
+    """Whether GNU OpenMP (libgomp) is mapped into this process (Linux; False where that cannot be read)."""
+    try:
+        return "libgomp" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
 def _build(cc: str, head_dim: int) -> Path:
     """Compile (or find in the cache) the library for ``head_dim``; raises on failure."""
     src = SOURCE.read_bytes()
+    omp_options = [["-fopenmp"], []] if _gnu_openmp_loaded() else [[]]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256(b"\0".join([src, str(head_dim).encode(), " ".join(FLAGS).encode(),
+    key = hashlib.sha256(b"\0".join([src, str(head_dim).encode(), " ".join(FLAGS).encode(), str(omp_options).encode(),
                                      version.encode(), _cpu_id().encode()])).hexdigest()[:20]
     out = cache_dir() / f"decode_hd{head_dim}_{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     errors = []
-    for omp in (["-fopenmp"], []):  # e.g. Apple clang has no -fopenmp: build the single-threaded version
+    for omp in omp_options:  # e.g. a compiler without -fopenmp: then the single-threaded build
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
         cmd = [cc, *FLAGS, *omp, f"-DHD={head_dim}", str(SOURCE), "-o", tmp, "-lm"]
