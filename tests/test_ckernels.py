@@ -162,3 +162,14 @@ def test_library_is_cached_per_head_dim(fresh_build: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (fresh_build / "kernels").glob("*.so")}
     assert decode_kernels(16) is not None  # found in the cache: not rebuilt
     assert {p: p.stat().st_mtime_ns for p in (fresh_build / "kernels").glob("*.so")} == before
+
+
+def test_unloadable_cached_library_is_rebuilt(fresh_build: Path) -> None:
+    cc = ckernels._compiler()
+    if cc is None:
+        pytest.skip("no C compiler here")
+    lib = ckernels._build(cc, 24)  # built into the empty cache, not loaded in this process
+    lib.unlink()
+    lib.write_bytes(b"not a shared library")  # e.g. a file cut short by a full disk
+    k = decode_kernels(24)
+    assert k is not None and k.tile == 8 and lib.read_bytes()[:4] == b"\x7fELF"

@@ -138,7 +138,12 @@ def decode_kernels(head_dim: int) -> DecodeKernels | None:
         log.info("llmrl: no C compiler ($CC or cc); the fast decoder uses its pure-torch ops")
         return None
     try:
-        return DecodeKernels(_build(cc, head_dim), head_dim)
+        path = _build(cc, head_dim)
+        try:
+            return DecodeKernels(path, head_dim)
+        except OSError:  # a cached library that does not load (e.g. cut short by a full disk): build it again
+            path.unlink(missing_ok=True)
+            return DecodeKernels(_build(cc, head_dim), head_dim)
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         log.warning("llmrl: could not build the decode kernels, using pure-torch ops instead:\n%s", e)
         return None
