@@ -9,7 +9,8 @@ both). Nothing here is needed for correctness, only for speed.
   Otherwise (another OpenMP runtime, or a compiler without OpenMP) it is built single-threaded.
 * Cache: ``$LLMRL_CACHE_DIR/kernels`` (default ``~/.cache/llmrl/kernels``), one ``.so`` per source, head dim,
   compiler and CPU (``-march=native`` code must not move to another CPU), written atomically.
-* ``LLMRL_C_KERNELS=0`` turns them off. A failed build is reported once (logging) and not retried in the process.
+* ``LLMRL_C_KERNELS=0`` turns them off. A failed build is reported once (logging) and not retried in the process;
+  a cached library that does not load is deleted and built again.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _build(cc: str, head_dim: int) -> Path:
 
 class DecodeKernels:
     """ctypes bindings of ``decode_kernels.c`` for one head dim. Arguments are float32 contiguous CPU tensors
-    (not checked here: :class:`llmrl.rollout.sampler.FastDecoder` allocates them)."""
+    (not checked here: :class:`llmrl.rollout.fast_decoder.FastDecoder` allocates them)."""
 
     def __init__(self, path: Path, head_dim: int) -> None:
         self.head_dim = head_dim

@@ -74,7 +74,7 @@ def check_same_tokenizer(tokenizers: Sequence[Any], names: Sequence[str] | None 
 class MixtureSampler:
     """Generator over the token-level geometric mixture softmax(Σ_k λ_k · logits_k / T) of K causal LMs.
 
-    Each model keeps its own KV cache (the fast decoder of :mod:`llmrl.rollout.sampler` where the model
+    Each model keeps its own KV cache (the fast decoder of :mod:`llmrl.rollout.fast_decoder` where the model
     supports it, the generic HF forward otherwise); models with λ_k = 0 are not run at all. Sampling,
     top-k / top-p, stop strings and seeding behave exactly as in :class:`KVCacheSampler`, and
     ``Generation.logprobs`` are log-probs under the mixture (at temperature T; 1 when greedy). With K = 1

@@ -22,9 +22,9 @@ def policy_logprobs(model: torch.nn.Module, batch: Batch, temperature: float = 1
 
     Logits are computed only from the first position any row trains on (prompt positions before it are
     never scored), so a large vocabulary costs [B, completion, V] rather than [B, L, V]; the last token is
-    not fed (it predicts nothing). Rows are
-    right-padded (``Batch.collate``), so causal attention alone is exact for every real token and no
-    padding mask is needed. Positions before that start are returned as 0 (their mask is 0).
+    not fed (it predicts nothing). Rows are right-padded (``Batch.collate``), so causal attention alone is
+    exact for every real token and no padding mask is needed. Positions before that start are returned as 0
+    (their mask is 0).
     """
     ids, L = batch.input_ids, batch.input_ids.shape[1]
     start = int((batch.mask.cumsum(-1) == 0).sum(-1).min())  # first trained target position of any row
