@@ -43,7 +43,19 @@ CASES = [
     (wrap("(1) Zoey was a knight\n(2) Oliver is a knave"), 1.0, -2.0),  # "was" does not match
     (wrap("zoey IS A Knight, OLIVER   is\na knave"), 1.0, 2.0),  # case-insensitive, any whitespace
     (wrap("Oliver is a knave and Zoey is a knight"), 1.0, 2.0),  # order does not matter
-    (wrap("Zoey is a knights; Oliver is a knave"), 1.0, 2.0),  # substring counts, as in Logic-RL
+    # Role suffixes (Logic-RL's pattern ends in \b(knight|knave)\b): the mention still counts (substring
+    # count 2 == 2 people) but "knights"/"knightly"/"knave_" is not a role, so Zoey has no match: -2.
+    (wrap("Zoey is a knights; Oliver is a knave"), 1.0, -2.0),
+    (wrap("Zoey is a knightly person; Oliver is a knave"), 1.0, -2.0),
+    (wrap("Zoey is a knight; Oliver is a knave_"), 1.0, -2.0),
+    (wrap("Zoey is a knight. Oliver is a knave."), 1.0, 2.0),  # punctuation after the role is a boundary
+    (wrap("Zoey is a knight, Oliver is a knave!"), 1.0, 2.0),
+    (wrap("Zoey is a knight; Oliver is a knaves"), 1.0, -2.0),
+    # A suffixed first mention does not block a later well-formed one... but the count then exceeds 2.
+    (wrap("Zoey is a knights, Zoey is a knight; Oliver is a knave"), 1.0, -2.0),
+    # Out-of-order tags: the format fails, and the answer is not scored (Logic-RL: -1 + -2).
+    (f"</think> r <think> <answer> {GOOD} </answer>", -1.0, -2.0),
+    (f"<think> r </think> </answer> {GOOD} <answer>", -1.0, -2.0),
     ("", -1.0, -2.0),
 ]
 

@@ -7,7 +7,8 @@ completion. Reward = format score + answer score, total in [-3, 3]:
   order → +1, else −1;
 * answer (text = the LAST ``<answer>(.*?)</answer>`` match): −2 if the format failed, the answer is
   missing/empty or unparsable (the number of "knight"+"knave" mentions differs from the number of
-  people, or some name lacks a case-insensitive ``\\bName\\b\\s+is\\s+a\\s+(knight|knave)`` match);
+  people, or some name lacks a case-insensitive ``\\bName\\b\\s+is\\s+a\\s+\\b(knight|knave)\\b`` match, so
+  ``Zoey is a knights`` / ``knightly`` / ``knave_`` do not parse);
   +2 if the parsed name → role map equals the gold map exactly; −1.5 otherwise.
 
 Everything here runs in time linear in the text length, so megabyte-long completions are fine.
@@ -64,7 +65,9 @@ def kk_parse_answer(answer_text: str, names: Sequence[str]) -> dict[str, str] | 
 
     None (unparsable) when the number of case-insensitive occurrences of "knight" plus "knave"
     (substring counts, as in Logic-RL) differs from ``len(names)``, or when some name has no
-    ``\\bName\\b\\s+is\\s+a\\s+(knight|knave)`` match (case-insensitive; the first match is used).
+    ``\\bName\\b\\s+is\\s+a\\s+\\b(knight|knave)\\b`` match (case-insensitive; the first match is used).
+    The word boundary after the role is the reference's: ``knights``, ``knightly`` and ``knave_`` are
+    not roles (they still count as mentions, since the count is of substrings).
     """
     if not isinstance(answer_text, str) or not answer_text:
         return None
@@ -73,7 +76,7 @@ def kk_parse_answer(answer_text: str, names: Sequence[str]) -> dict[str, str] | 
         return None
     parsed: dict[str, str] = {}
     for name in names:
-        pattern = re.compile(rf"\b{re.escape(name)}\b\s+is\s+a\s+(knight|knave)", re.IGNORECASE)
+        pattern = re.compile(rf"\b{re.escape(name)}\b\s+is\s+a\s+\b(knight|knave)\b", re.IGNORECASE)
         match = pattern.search(answer_text)
         if match is None:
             return None
