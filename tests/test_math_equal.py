@@ -6,13 +6,21 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmrl.rewards import math as mr
-from llmrl.rewards.math import TIME_BOUND_S, extract_answer, extract_boxed, math_equal, math_reward
+from llmrl.rewards.math import (
+    TIME_BOUND_S,
+    as_rel_tol,
+    extract_answer,
+    extract_boxed,
+    math_equal,
+    math_reward,
+)
 
 mr._sympy()  # the one-time sympy import and warm-up are outside the documented bound
 
@@ -35,8 +43,8 @@ TABLE: list[tuple[str, str, bool]] = [  # (prediction, gold, expected)
     ("1,000", "1", False),
     ("100", "1000", False),
     ("123456789012345678901234567890", "123456789012345678901234567890", True),
-    ("123456789012345678901234567891", "123456789012345678901234567890", True),  # within 1e-6
-    ("1000001", "1000000", True),  # relative difference 1e-6
+    ("123456789012345678901234567891", "123456789012345678901234567890", False),  # exact: off by one
+    ("1000001", "1000000", False),  # exact: no tolerance (this was equal under the old 1e-6 tolerance)
     ("1000002", "1000000", False),
     # decimals and fractions
     ("0.5", "1/2", True),
@@ -45,8 +53,8 @@ TABLE: list[tuple[str, str, bool]] = [  # (prediction, gold, expected)
     ("0.5", "\\frac{1}{3}", False),
     ("0.333", "1/3", False),
     ("0.33333", "\\frac13", False),
-    ("0.3333333", "\\frac{1}{3}", True),
-    ("0.6666667", "2/3", True),
+    ("0.3333333", "\\frac{1}{3}", False),  # exact rationals: a rounded decimal is not 1/3
+    ("0.6666667", "2/3", False),
     ("0.67", "2/3", False),
     ("3/4", "\\frac{3}{4}", True),
     ("\\dfrac{3}{4}", "0.75", True),
@@ -104,7 +112,7 @@ TABLE: list[tuple[str, str, bool]] = [  # (prediction, gold, expected)
     # roots, pi, powers
     ("\\sqrt{2}", "\\sqrt2", True),
     ("\\sqrt{2}", "1.414", False),
-    ("\\sqrt{2}", "1.41421356", True),
+    ("\\sqrt{2}", "1.41421356", False),  # a rational never equals an irrational constant
     ("2\\sqrt{2}", "\\sqrt{8}", True),
     ("\\sqrt{8}", "2.83", False),
     ("\\sqrt{12}", "2\\sqrt{3}", True),
@@ -112,7 +120,7 @@ TABLE: list[tuple[str, str, bool]] = [  # (prediction, gold, expected)
     ("\\sqrt[3]{8}", "2", True),
     ("\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}", True),
     ("\\pi", "3.14", False),
-    ("\\pi", "3.14159265", True),
+    ("\\pi", "3.14159265", False),
     ("2\\pi", "2 \\pi", True),
     ("2\\pi", "\\pi", False),
     ("\\pi r^2", "r^2 \\pi", True),
@@ -186,7 +194,7 @@ TABLE: list[tuple[str, str, bool]] = [  # (prediction, gold, expected)
     ("\\{3\\}", "3", True),
     ("1 \\pm \\sqrt{2}", "1+\\sqrt{2}, 1-\\sqrt{2}", True),
     ("1 \\pm \\sqrt{2}", "1+\\sqrt{2}", False),
-    ("\\{1, 1, 2\\}", "\\{1,2,2\\}", False),
+    ("\\{1, 1, 2\\}", "\\{1,2,2\\}", True),  # sets: duplicates collapse, both are {1, 2}
     # units and degrees
     ("5 cm", "5", True),
     ("5cm", "5", True),
@@ -251,7 +259,7 @@ TABLE: list[tuple[str, str, bool]] = [  # (prediction, gold, expected)
     ("0.1+0.2", "0.3", True),
     ("10^{100}", "1" + "0" * 100, True),
     ("\\frac{100}{3}\\%", "\\frac{1}{3}", True),
-    ("\\ln 2", "0.693147", True),
+    ("\\ln 2", "0.693147", False),
     ("\\ln 2", "0.6931", False),
     ("\\sin(\\pi/6)", "1/2", True),
     ("12 \\text{cm}^{2}", "12", True),
@@ -282,11 +290,85 @@ TABLE: list[tuple[str, str, bool]] = [  # (prediction, gold, expected)
     ("\\frac{1}{2}", "2", False),
     ("-\\frac{3}{4}", "\\frac{3}{4}", False),
     ("x+y", "x-y", False),
+    # issue 10: no tolerance (numbers and constants are exact)
+    ("1000001", "1000000", False),
+    ("1000000", "1000001", False),
+    ("1000000", "1000000.0", True),
+    ("2.000001", "2", False),
+    ("2", "2.000001", False),
+    ("3.14159", "\\pi", False),
+    ("\\pi", "3.14159", False),
+    ("3.14159265358979323846264338327950288", "\\pi", False),
+    ("\\frac{355}{113}", "\\pi", False),
+    ("1.4142135623730950488", "\\sqrt{2}", False),
+    ("\\frac{\\sqrt{3}}{2}", "\\sin(\\pi/3)", True),
+    ("\\sqrt{2}+\\sqrt{3}", "\\sqrt{5+2\\sqrt{6}}", True),
+    ("\\sin(\\pi/12)", "\\frac{\\sqrt6-\\sqrt2}{4}", True),
+    # issue 10: a row break \\ is not spacing
+    ("\\begin{pmatrix}1 \\\\ 2\\end{pmatrix}", "\\begin{pmatrix}12\\end{pmatrix}", False),
+    ("\\begin{pmatrix}12\\end{pmatrix}", "\\begin{pmatrix}1 \\\\ 2\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", True),
+    ("\\begin{pmatrix}1 \\\\ 2\\end{pmatrix}", "\\begin{pmatrix}1 \\\\ 3\\end{pmatrix}", False),
+    ("1 \\\\ 2", "12", False),
+    # issue 10: scientific notation, read exactly
+    ("1E-5", "0.00001", True),
+    ("1e-5", "0.00001", True),
+    ("1\\times10^{-5}", "0.00001", True),
+    ("1 \\cdot 10^{-5}", "0.00001", True),
+    ("1E-5", "\\frac{1}{100000}", True),
+    ("0.00001", "1e-5", True),
+    ("1e-5", "0.0001", False),
+    ("2.5e3", "2500", True),
+    ("1E5", "100000", True),
+    ("1e-5", "1E-6", False),
+    ("10^{-5}", "0.00001", True),
+    ("-1.5\\times 10^{3}", "-1500", True),
+    ("1.5 \\times 10^3", "150", False),
+    ("1.5 \\times 10^3", "1500.0001", False),
+    ("1e-5", "e-5", False),  # scientific notation, not Euler's e minus 5
+    # issue 10: matrices (delimiters are presentation; vmatrix is a determinant)
+    ("\\begin{bmatrix}1 & 2\\\\ 3 & 4\\end{bmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+    ("\\begin{matrix}1 & 2\\\\ 3 & 4\\end{matrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+    ("\\left(\\begin{array}{cc}1 & 2\\\\ 3 & 4\\end{array}\\right)",
+     "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+    ("\\begin{pmatrix}1&2\\\\3&4\\\\\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+    ("\\begin{pmatrix}\\frac12&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}0.5&2\\\\3&4\\end{bmatrix}", True),
+    ("\\begin{pmatrix}1&2\\\\3&5\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1&2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
+    ("\\begin{pmatrix}2&1\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
+    ("\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}", False),
+    ("\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}", "-2", True),
+    ("-2", "\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}", True),
+    ("\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}", "2", False),
+    ("\\begin{vmatrix}a&b\\\\c&d\\end{vmatrix}", "ad-bc", True),
+    ("\\begin{vmatrix}2&1\\\\4&3\\end{vmatrix}", "\\begin{vmatrix}1&0\\\\0&2\\end{vmatrix}", True),
+    ("\\begin{Vmatrix}1&2\\end{Vmatrix}", "\\begin{pmatrix}1&2\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)", False),  # a column vector is not a tuple
+    ("(1,2)", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
+    ("\\begin{pmatrix}5\\end{pmatrix}", "5", False),
+    # issue 10: sets are sets (duplicates collapse)
+    ("\\{1,1,2\\}", "\\{1,2\\}", True),
+    ("\\{1,2\\}", "\\{1,1,2\\}", True),
+    ("\\{1,1,2\\}", "\\{1,2,3\\}", False),
+    ("\\{1,1\\}", "1", True),
+    ("\\{1,2,2\\}", "\\{1,2\\}", True),
+    ("\\{1,1,2\\}", "\\{1,3\\}", False),
+    ("\\{2,1,1\\}", "\\{1,2\\}", True),
+    ("1, 1, 2", "2, 1", True),
+    ("\\{1,2\\}", "\\{1\\}", False),
+    ("(1,1,2)", "(1,2)", False),  # tuples keep order and multiplicity
+    # issue 10: a bare \boxed X as the answer
+    ("\\boxed 7", "7", True),
+    ("7", "\\boxed 7", True),
+    ("\\boxed 7", "8", False),
+    ("\\boxed{7}", "\\boxed 7", True),
+    ("\\boxed{1}+\\boxed{2}", "3", False),
 ]
 
 
 def test_table_is_large_and_balanced() -> None:
-    assert len(TABLE) >= 150
+    assert len(TABLE) >= 200
     assert sum(expected for *_, expected in TABLE) >= 60 and sum(not e for *_, e in TABLE) >= 60
 
 
@@ -318,6 +400,8 @@ EXTRACT = [  # (completion, extracted answer)
     ("3/4 of them", "3/4"),
     ("about 50% off", "50%"),
     ("(-3)", "-3"),
+    ("so it is 1.5e-5 overall", "1.5e-5"),
+    ("about 2E6 of them", "2E6"),
     ("no numbers here", None),
     ("", None),
 ]
@@ -389,6 +473,12 @@ HOSTILE = [
     "x^" * 999 + "2", "\\frac{1}{" * 300 + "2" + "}" * 300, "x " * 900, "a" * 2000, "\\{" + "1," * 600 + "1\\}",
     "\\{" + ",".join("\\{" + ",".join("1" * 3 for _ in range(30)) + "\\}" for _ in range(14)) + "\\}",
     "__import__('os').system('echo pwned')", "().__class__.__bases__[0]", "lambda: 1", "x" * 2001,
+    "\\begin{pmatrix}" + "1\\\\" * 600 + "\\end{pmatrix}", "\\begin{pmatrix}" + "x&" * 400 + "1\\end{pmatrix}",
+    "\\begin{vmatrix}" + "\\\\".join("&".join(f"(x_{i}+y_{j})^{{{i + j + 3}}}" for j in range(4)) for i in range(4))
+    + "\\end{vmatrix}",
+    "\\begin{vmatrix}" + "\\\\".join("&".join(str(10**20 * i + j) for j in range(8)) for i in range(8))
+    + "\\end{vmatrix}",
+    "\\{" + ",".join(f"(x+{k})^2" for k in range(64)) + "\\}", "1e1000", "1e-100000", "9.9\\times10^{999}",
 ]
 
 
@@ -412,7 +502,7 @@ def test_timeout_gives_false_and_restores_signals(monkeypatch: pytest.MonkeyPatc
     old = signal.signal(signal.SIGALRM, outer)
     signal.setitimer(signal.ITIMER_REAL, 30.0)
     try:
-        monkeypatch.setattr(mr, "_sym_close", never_ending)
+        monkeypatch.setattr(mr, "_sym_equal", never_ending)
         equal, seconds = timed(math_equal, "x^2", "y^2")
         assert equal is False and mr.SYMPY_TIMEOUT_S <= seconds < TIME_BOUND_S
         assert signal.getsignal(signal.SIGALRM) is outer
@@ -430,11 +520,73 @@ def test_outside_main_thread_no_symbolic_stage_but_bounded() -> None:
         results["numeric"] = math_equal("0.5", "\\frac{1}{2}")
         results["structure"] = math_equal("(1, \\frac{1}{2}]", "(1,0.5]")
         results["symbolic"] = math_equal("2\\sqrt{2}", "\\sqrt{8}")  # needs sympy: skipped here
+        results["scientific"] = math_equal("1E-5", "1 \\cdot 10^{-5}")  # exact numbers need no sympy
+        results["matrix"] = math_equal("\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}",
+                                       "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}")
+        results["set"] = math_equal("\\{1,1,2\\}", "\\{2,1\\}")
+        results["near"] = math_equal("1000001", "1000000")
         results["hostile"] = timed(math_equal, HOSTILE[-5], HOSTILE[-5][::-1])
 
     thread = threading.Thread(target=work)
     thread.start()
     thread.join(timeout=30)
     assert results["numeric"] is True and results["structure"] is True and results["symbolic"] is False
+    assert results["scientific"] is True and results["matrix"] is True and results["set"] is True
+    assert results["near"] is False
     equal, seconds = results["hostile"]  # type: ignore[misc]
     assert equal is False and seconds < TIME_BOUND_S
+
+
+# -- the opt-in tolerance --------------------------------------------------------------------------------
+TOLERANT = [  # (prediction, gold, rel_tol, expected)
+    ("1000001", "1000000", 1e-6, True),
+    ("1000001", "1000000", Fraction(1, 10**6), True),
+    ("1000002", "1000000", 1e-6, False),
+    ("2.000001", "2", 1e-6, True),
+    ("0.3333333", "\\frac{1}{3}", 1e-6, True),
+    ("0.333", "1/3", 1e-6, False),
+    ("3.14159265", "\\pi", 1e-6, True),
+    ("3.14", "\\pi", 1e-6, False),
+    ("\\sqrt{2}", "1.41421356", 1e-6, True),
+    ("\\ln 2", "0.693147", 1e-6, True),
+    ("50.00001\\%", "0.5", 1e-6, True),
+    ("1000001", "1000000", 0, False),
+    ("5", "5", 0, True),
+    ("(1000001, 2)", "(1000000, 2)", 1e-6, True),
+    ("\\{1000001, 2\\}", "\\{2, 1000000\\}", 1e-6, True),
+    ("x + 1.0000001", "x + 1", 1e-6, False),  # with variables the exact simplify test decides
+    ("0.35", "1/3", 0.1, True),
+]
+
+
+@pytest.mark.parametrize(("prediction", "gold", "rel_tol", "expected"), TOLERANT)
+def test_rel_tol_is_opt_in(prediction: str, gold: str, rel_tol: float | Fraction, expected: bool) -> None:
+    assert math_equal(prediction, gold, rel_tol=rel_tol) is expected
+    if expected and rel_tol:
+        assert math_equal(prediction, gold) is (prediction == gold)  # the default is exact
+    assert math_equal(prediction, gold, rel_tol=None) is math_equal(prediction, gold)
+
+
+def test_rel_tol_validation_and_reward() -> None:
+    for bad in (-1e-6, float("nan"), float("inf"), "1e-6", True, [1]):
+        assert math_equal("1", "1", rel_tol=bad) is False  # type: ignore[arg-type]  # never raises
+        with pytest.raises(ValueError, match="rel_tol"):
+            as_rel_tol(bad)  # type: ignore[arg-type]
+    assert as_rel_tol(None) is None and as_rel_tol(1e-6) == Fraction(1, 10**6) and as_rel_tol(0) == 0
+    assert math_reward("\\boxed{1000001}", "1000000") == 0.0
+    assert math_reward("\\boxed{1000001}", "1000000", rel_tol=1e-6) == 1.0
+
+
+def test_math_task_rel_tol_option() -> None:
+    from llmrl.tasks import get_task
+
+    sample = {"task": "math", "prompt": "How many?", "answer": "1000000"}
+    exact, tolerant = get_task("math"), get_task("math", rel_tol=1e-6)
+    assert exact.rel_tol is None and tolerant.rel_tol == 1e-6
+    assert exact.reward_functions()["answer"]("so \\boxed{1000001}", sample) == 0.0
+    assert tolerant.reward_functions()["answer"]("so \\boxed{1000001}", sample) == 1.0
+    assert tolerant.reward_functions()["answer"]("so \\boxed{1000002}", sample) == 0.0
+    assert exact.is_correct("\\boxed{1000000}", sample) and tolerant.is_correct("\\boxed{1000000}", sample)
+    for bad in (-1.0, "tight", float("nan")):
+        with pytest.raises(ValueError, match="math: rel_tol"):
+            get_task("math", rel_tol=bad)

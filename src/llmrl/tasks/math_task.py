@@ -27,9 +27,11 @@ answer inside <answer></answer>."`` (``style="tagged"``).
 
 Rewards (range [-0.1, 1.0]):
 ``answer``  1.0 if the completion's final answer :func:`~llmrl.rewards.math.math_equal` the gold, else
-            0.0. The final answer is the last ``<answer>`` block for ``tagged`` (falling back to the
-            generic rule), and :func:`~llmrl.rewards.math.extract_answer` (last ``\boxed{}``, last
-            ``<answer>``, last number) for ``boxed``.
+            0.0: exactly by default; the option ``rel_tol`` (e.g. ``1e-6``) also accepts numbers within
+            that relative tolerance (see :mod:`llmrl.rewards.math`). The final answer is the last
+            ``<answer>`` block for ``tagged`` (falling back to the generic rule), and
+            :func:`~llmrl.rewards.math.extract_answer` (last ``\boxed{}``, last ``<answer>``, last number)
+            for ``boxed``.
 ``format``  0.0 if the completion holds a non-empty answer in the requested style (a balanced ``\boxed{}``
             or ``\fbox{}``; an ``<answer>...</answer>`` block), else -0.1.
 Each reward call returns within ``llmrl.rewards.math.TIME_BOUND_S`` plus a linear scan of the completion.
@@ -47,7 +49,7 @@ from typing import Any
 from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.logic import extract_last_answer
-from llmrl.rewards.math import extract_answer, extract_boxed, math_equal
+from llmrl.rewards.math import as_rel_tol, extract_answer, extract_boxed, math_equal
 from llmrl.tasks.base import SPLITS, TASKS, Task, answer_and_format_rewards, split_of
 from llmrl.tasks.io import DataError, read_jsonl
 
@@ -287,8 +289,8 @@ def load_problems(path: str, question_key: str = "problem", answer_key: str = "a
 # -- task -----------------------------------------------------------------------------------------------
 @TASKS.register("math")
 class MathTask(Task):
-    """Verifiable math problems; options ``kinds``, ``style``, ``path``, ``question_key``, ``answer_key``
-    (see the module docstring)."""
+    """Verifiable math problems; options ``kinds``, ``style``, ``path``, ``question_key``, ``answer_key``,
+    ``rel_tol`` (see the module docstring)."""
 
     name = "math"
 
@@ -300,6 +302,7 @@ class MathTask(Task):
         path: str | os.PathLike[str] | None = None,
         question_key: str = "problem",
         answer_key: str = "answer",
+        rel_tol: float | None = None,
     ) -> None:
         kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         if not kinds or any(k not in TEMPLATES for k in kinds):
@@ -309,6 +312,11 @@ class MathTask(Task):
         for key_name, key in (("question_key", question_key), ("answer_key", answer_key)):
             if not isinstance(key, str) or not key:
                 raise ValueError(f"math: {key_name} must be a non-empty string, got {key!r}")
+        try:
+            self._tolerance = as_rel_tol(rel_tol)  # exact Fraction (None: exact comparison)
+        except ValueError as exc:
+            raise ValueError(f"math: {exc}") from None
+        self.rel_tol = rel_tol
         self.kinds, self.style, self.path = kinds, style, None if path is None else os.fspath(path)
         self.question_key, self.answer_key = question_key, answer_key
         self.pool: list[Sample] | None = None
@@ -362,7 +370,7 @@ class MathTask(Task):
 
     def is_correct(self, completion: str, sample: Mapping[str, Any]) -> bool:
         answer = self.final_answer(completion)
-        return answer is not None and math_equal(answer, str(sample["answer"]))
+        return answer is not None and math_equal(answer, str(sample["answer"]), rel_tol=self._tolerance)
 
     def reward_functions(self) -> dict[str, RewardFn]:
         """``answer``: 1.0 if correct else 0.0; ``format``: 0.0 if well formed else -0.1."""
