@@ -22,6 +22,7 @@ worst time of ``math_equal``/``math_reward`` on 1 MB adversarial inputs.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import logging
@@ -34,6 +35,8 @@ from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from fidelity_common import BEFORE, module_at, use_source_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCEPTED_PATH = ROOT / "tests" / "data" / "math_verify_disagreements.py"
@@ -52,6 +55,7 @@ def load_accepted() -> ModuleType:
     return module
 
 
+@functools.cache  # before and after are scored on the same cases
 def math_verify_equal(prediction: str, gold: str) -> bool:
     """math-verify's verdict: ``verify(parse(gold), parse(prediction))`` with its defaults."""
     from math_verify import parse, verify
@@ -413,23 +417,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--before", default=BEFORE, help="git revision for the 'before' column ('' to skip)")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "src"))
+    use_source_tree()
     from llmrl.rewards.math import load_sympy, math_equal, math_reward
 
     load_sympy()
+    all_cases = cases(args.n, args.seed)
     start = time.perf_counter()
-    result = disagreements(math_equal, cases(args.n, args.seed))
+    result = disagreements(math_equal, all_cases)
     result["seconds"] = time.perf_counter() - start
+    if args.before:
+        result["before"] = disagreements(module_at(args.before, "src/llmrl/rewards/math.py").math_equal, all_cases)
     times = worst_times(math_equal, math_reward)
     result["worst_1mb_seconds"] = times
     if args.json:
         print(json.dumps(result))
         return result
+    if "before" in result:
+        old = result["before"]
+        print(f"{'before (' + args.before + '): disagreements':<40}{old['disagree']:>8}")
+        print(f"{'before: unexplained':<40}{old['unexplained']:>8}")
     print(f"{'cases':<40}{result['cases']:>8}")
     print(f"{'agree with math-verify':<40}{result['agree']:>8}")
     for name, count in result["accepted"].items():
         print(f"{'accepted: ' + name:<40}{count:>8}")
+    print(f"{'disagreements (after)':<40}{result['disagree']:>8}")
     print(f"{'unexplained disagreements':<40}{result['unexplained']:>8}")
     for pred, gold, ours, theirs in result["unexplained_examples"]:
         print(f"    {pred!r} vs gold {gold!r}: ours {ours}, math-verify {theirs}")
