@@ -41,7 +41,7 @@ from typing import Any
 
 from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
-from llmrl.rewards.translation import MAX_CHARS, answer_text, chrf, format_score, quality_score
+from llmrl.rewards.translation import answer_text, chrf, format_score, quality_score
 from llmrl.tasks.base import TASKS, Task
 
 LEXICON_SEED = "llmrl-translation-lexicon-v1"
@@ -146,7 +146,7 @@ class TranslationTask(Task):
 
     def is_correct(self, completion: str, sample: Mapping[str, Any]) -> bool:
         got = self.parse(completion)
-        return got is not None and normalise(got[: 2 * MAX_CHARS]) == normalise(str(sample["answer"]))
+        return got is not None and normalise(got) == normalise(str(sample["answer"]))
 
     def reward_functions(self) -> dict[str, RewardFn]:
         """plain: ``{"chrf"}`` in [0, 1]; tagged: ``{"format": ±1, "quality": [0, 1]}``."""
