@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,8 +26,6 @@ from llmrl.rewards.schema import (
     schema_reward,
     tool_call_reward,
 )
-
-pytest.importorskip("jsonschema")
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -183,6 +183,78 @@ def test_truncation_to_first_mib() -> None:
     assert extract_json_text("```json\n" + "y" * (2 * MAX_CHARS)) == "y" * (MAX_CHARS - 8)
 
 
+# ---------------------------------------------------------------- extraction rule (module doc, step 1)
+EXTRACT_CASES: list[tuple[str, str, str]] = [
+    ("bare: fence marker inside a string", '{"a": "use ```json blocks"}', '{"a": "use ```json blocks"}'),
+    ("bare: escaped newline + marker in a string", '["x\\n```json\\n"]', '["x\\n```json\\n"]'),
+    ("bare: marker after raw U+2028 in a string", '["\u2028```json"]', '["\u2028```json"]'),
+    ("fenced: marker inside a string", '```json\n{"a": "use ```json"}\n```', '{"a": "use ```json"}'),
+    ("fenced: pretty value of backticks", '```json\n{\n  "a": "```"\n}\n```', '{\n  "a": "```"\n}'),
+    ("last json block wins", "a\n```json\n1\n```\nb\n```json\n2\n```\nc", "2"),
+    ("json block beats a later untagged one", "```json\n1\n```\n```\n2\n```", "1"),
+    ("untagged block when no json block", "see:\n```\n[1]\n```\nbye", "[1]"),
+    ("last untagged block", "```\n1\n```\n```\n2\n```", "2"),
+    ("other languages ignored", "```json\n1\n```\n```python\n2\n```", "1"),
+    ("only another language: whole text", "```python\nx\n```", "```python\nx\n```"),
+    ("info case-insensitive", "```JSON\n1\n```", "1"),
+    ("json5 / jsonc info, extra words", "```json5\n1\n```\n```jsonc title=x\n2\n```", "2"),
+    ("javascript is not json", "```javascript\n1\n```", "```javascript\n1\n```"),
+    ("tilde fence", "~~~json\n1\n~~~", "1"),
+    ("backtick closer does not close a tilde block", "~~~json\n1\n```\n~~~", "1\n```"),
+    ("longer opener: shorter closer is body", "````json\n```\n1\n````", "```\n1"),
+    ("a fence line with info never closes", "```json\n1\n```json\n2\n```", "1\n```json\n2"),
+    ("indented fences (list item)", '1. Answer:\n    ```json\n    {"a": 1}\n    ```\n', '{"a": 1}'),
+    ("CRLF line ends", '```json\r\n{"a": 1}\r\n```\r\n', '{"a": 1}'),
+    ("unclosed block runs to the end", 'Here:\n```json\n{"a": 3}', '{"a": 3}'),
+    ("one-line ```json ...``` is not a fence", '```json {"a": 1}```', '```json {"a": 1}```'),
+    ("marker not at a line start opens nothing", 'Here: ```json\n{"a": 1}\n```', ""),
+    ("prose around a bare document: whole text", 'Sure: {"a": 1} ok', 'Sure: {"a": 1} ok'),
+    ("no fences: whole text stripped", '\n {"a": 1}\n', '{"a": 1}'),
+]
+
+
+@pytest.mark.parametrize(("name", "completion", "expected"), EXTRACT_CASES, ids=[c[0] for c in EXTRACT_CASES])
+def test_extraction_rule(name: str, completion: str, expected: str) -> None:
+    assert extract_json_text(completion) == expected, name
+
+
+PRETTY = json.dumps({"a": 1, "b": ["use ```json blocks", "```", "~~~"]}, indent=2)
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ('{"a": 1, "b": ["use ```json blocks"]}', 1.0),  # the issue's case: was 0.0
+        (PRETTY, 1.0),
+        ("```json\n" + PRETTY + "\n```", 1.0),
+        ("Here it is:\n```\n" + PRETTY + "\n```\nAnything else?", 1.0),
+        ("~~~json\n" + PRETTY + "\n~~~", 1.0),
+        ('Here: {"a": 1}', 0.0),  # prose before a bare document: hard failure
+        ('{"a": 1}\nHope this helps.', 0.3 * 9 / 25),  # prose after it: recovered error at 9 of 25
+        ('// note\n{"a": 1}', 1.0),  # comments are free
+    ],
+)
+def test_fence_markers_and_prose(completion: str, expected: float) -> None:
+    assert schema_reward(completion, SCHEMA) == pytest.approx(expected, abs=1e-12)
+
+
+def test_huge_numbers_never_raise() -> None:
+    digits = sys.get_int_max_str_digits() or 4300
+    for text in [
+        "1" * (digits + 1),
+        "[0x" + "f" * (digits + 10) + "]",
+        "-" + "9" * MAX_CHARS,
+        "[01" + "0" * digits + "]",
+    ]:
+        with pytest.raises(DecodeFailure):  # a DecodeFailure (callers catch it), never a bare ValueError
+            lenient_loads(text)
+        assert schema_reward(text, {}) == 0.0
+    assert lenient_loads("[0x" + "f" * 100 + "]") == ([16**100 - 1], [1])  # a hex int under the limit
+    assert schema_reward("1" * digits, {"type": "integer"}) == 1.0  # at the limit: json.loads takes it
+    assert schema_reward("1e999999", {"type": "number", "minimum": 0}) == 1.0  # inf, as json.loads reads it
+    assert schema_reward("-1e999999", {"type": "number", "minimum": 0}) == 0.0
+
+
 # ---------------------------------------------------------------- tool calls
 CALL = {"name": "get_weather", "arguments": {"city": "Paris", "days": 3, "metric": True}}
 
@@ -310,3 +382,83 @@ def test_one_mib_random_repetition(unit: str) -> None:
     start = time.perf_counter()
     assert _in_range(schema_reward(text, SCHEMA))
     assert time.perf_counter() - start < 2.0
+
+
+# ---------------------------------------------------------------- property: reward 1.0 iff jsonschema valid
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.sampled_from([0.0, -0.0, 1.0, 2.5, 2**53, float(2**53), 2**53 + 1, 1e300, 10**30])
+    | st.sampled_from(["", "a", "b", "```json", "a ```json b", "\n```\n", "~~~", "\u2028```json", "é"])
+)
+DOCS = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
+    max_leaves=12,
+)
+TYPES = ["null", "boolean", "integer", "number", "string", "array", "object"]
+
+
+def _schemas(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    n = st.integers(0, 4)
+    keys = st.lists(st.sampled_from("abc"), max_size=3, unique=True)
+    array = st.fixed_dictionaries(
+        {"type": st.just("array")},
+        optional={"items": inner, "uniqueItems": st.booleans(), "minItems": n, "maxItems": n},
+    )
+    obj = st.fixed_dictionaries(
+        {"type": st.just("object")},
+        optional={
+            "properties": st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
+            "required": keys,
+            "additionalProperties": st.booleans() | inner,
+        },
+    )
+    return array | obj | st.fixed_dictionaries({}, optional={"uniqueItems": st.booleans(), "items": inner})
+
+
+LEAF_SCHEMAS = (
+    st.builds(lambda t: {"type": t}, st.sampled_from(TYPES) | st.lists(st.sampled_from(TYPES), max_size=3))
+    | st.builds(lambda v: {"enum": v}, st.lists(JSON_SCALARS, min_size=1, max_size=4))
+    | st.builds(lambda v: {"const": v}, DOCS)
+    | st.builds(
+        lambda k, v: {k: v}, st.sampled_from(["minimum", "maximum"]), st.sampled_from([-2, 0, 1, 2.5])
+    )
+    | st.just({})
+)
+SCHEMAS = st.recursive(LEAF_SCHEMAS, _schemas, max_leaves=6)
+DRAFTS = st.sampled_from(
+    [None, "http://json-schema.org/draft-07/schema#", "http://json-schema.org/draft-04/schema"]
+)
+PROSE = st.sampled_from(["", "Here you go:\n", "Sure! Use ```json blocks, like this:\n"])
+CLEAN_RENDERINGS = [
+    lambda d, p: json.dumps(d),
+    lambda d, p: json.dumps(d, indent=2, ensure_ascii=False),
+    lambda d, p: f"{p}```json\n{json.dumps(d, indent=2)}\n```\nHope this helps.",
+    lambda d, p: f"{p}```JSON\n{json.dumps(d, ensure_ascii=False)}\n```",
+    lambda d, p: f"{p}```\n{json.dumps(d)}\n```",
+    lambda d, p: f"{p}~~~json\n{json.dumps(d)}\n~~~",
+    lambda d, p: f'Draft:\n```json\n{{"draft": [1, 2]}}\n```\n{p}Fixed:\n```json\n{json.dumps(d)}\n```',
+    lambda d, p: f"{p}```json\n{json.dumps(d)}\n```\n```python\nprint('```json')\n```",
+    lambda d, p: f"{p}1. The object:\n   ```json\n   {json.dumps(d)}\n   ```\n",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(DOCS, SCHEMAS, DRAFTS, st.sampled_from(range(len(CLEAN_RENDERINGS))), PROSE)
+def test_reward_is_one_iff_jsonschema_valid(
+    doc: Any, schema: Any, draft: str | None, how: int, p: str
+) -> None:
+    """For a cleanly presented strict-JSON document (bare, or in the block the extraction rule takes, with
+    prose around the block): reward == 1.0 iff the stock jsonschema validator accepts the document; else
+    0.0 (root error) or partial credit 0.3 * fraction in (0, 0.3). Prose around a *bare* document is not
+    clean: it never scores 1.0, valid or not."""
+    if draft is not None:
+        schema = {**schema, "$schema": draft}
+    valid = jsonschema.validators.validator_for(schema)(schema).is_valid(doc)
+    reward = schema_reward(CLEAN_RENDERINGS[how](doc, p), schema)
+    assert (reward == 1.0) == valid
+    assert reward == 1.0 or 0.0 <= reward < 0.3
+    for around in (f"Here you go: {json.dumps(doc)}", f"{json.dumps(doc)}\nHope this helps."):
+        assert 0.0 <= schema_reward(around, schema) < 0.3

@@ -1,22 +1,51 @@
-"""Schema RL fine-grained validator reward (PAPERS.md §12) and exact tool-call reward.
+r"""Schema RL fine-grained validator reward (PAPERS.md §12) and exact tool-call reward.
 
 :func:`schema_reward` scores a completion against a JSON Schema in [0, 1]:
 
-1. **Extract**: the body of the last ```` ```json ```` fenced block (case-insensitive; an unclosed last
-   block runs to the end of the text), else the whole completion; surrounding whitespace is stripped and
-   all positions below are indices into this stripped text. Only the first :data:`MAX_CHARS` characters
-   (1 MiB) of the completion are considered, so a longer one is scored on its truncated prefix.
+1. **Extract** (:func:`extract_json_text`; only the first :data:`MAX_CHARS` characters (1 MiB) of the
+   completion are considered, so a longer one is scored on its truncated prefix):
+
+   * Lines are split at ``"\n"``. A **fence line** is optional spaces/tabs (any amount, so fences inside
+     indented list items count), a run of 3 or more backticks or 3 or more tildes, then an info string
+     (the rest of the line; after a backtick run it must contain no backtick, so a one-line
+     ```` ```json {"a": 1}``` ```` is not a fence). Fenced blocks pair up as in CommonMark, scanning
+     top to bottom: a fence line opens a block; the block closes at the next fence line made of the same
+     character, at least as long a run and an empty info string (spaces, tabs and ``"\r"`` only);
+     fence-looking lines in between are body text. A block still open at the end runs to the end of text.
+   * The body taken is that of the **last block whose info string's first word is** ``json``
+     **(case-insensitive, optionally followed by letters/digits: ``json5``, ``jsonc``)**; if there is
+     none, the last block with an **empty info string**; blocks tagged with another language (``python``,
+     ``text``, ...) are ignored. With no such block, the **whole text** is taken. The body (or whole text)
+     is whitespace-stripped and all positions below are indices into this stripped text.
+   * A strict JSON text never contains a fence line (outside strings, a JSON line never starts with a
+     backtick or a tilde, and strings cannot hold a raw newline), so a bare JSON document is always taken
+     whole, even when its strings contain ```` ```json ````. Prose around a fenced block is ignored;
+     prose around a bare document is part of the text decoded in step 2, so it never scores 1.0 (text
+     after the value is a recovered error, text before it usually a hard failure; comments are free).
 2. **Decode leniently** (:func:`lenient_loads`, a small JSON5-style parser): ``//`` and ``/* */``
    comments are free; trailing commas, single-quoted strings, unquoted keys, JSON5 numbers (``+1``,
    ``.5``, ``0x1F``, ``Infinity``, ``NaN``, leading zeros), raw control characters inside strings and
    trailing text after the value are recovered from and each records its position. Anything else is a
    hard failure: reward 0.0, as are (to bound the work on 1 MiB inputs) nesting deeper than
-   :data:`MAX_DEPTH` and more than :data:`MAX_NODES` values (object keys not counted). With recovered
-   errors, ``fine = first error position / len(text)``; without, ``fine = 1``.
+   :data:`MAX_DEPTH`, more than :data:`MAX_NODES` values (object keys not counted) and integers beyond
+   Python's int/str conversion limit (``sys.get_int_max_str_digits()``, 4,300 digits by default, the
+   limit at which ``json.loads`` refuses them too; a hex literal counts by its decimal digits). Floats
+   out of range are infinite (``1e999999``), as with ``json.loads``. With recovered errors,
+   ``fine = first error position / len(text)``; without, ``fine = 1``.
 3. **Validate** with the ``jsonschema`` validator the schema's ``$schema`` names (default Draft 2020-12),
-   so ``$ref`` and ``allOf``/``anyOf``/``oneOf``/``not`` behave exactly as in ``jsonschema``. If any of
-   the first :data:`MAX_ERRORS` errors sits at the root (empty path, e.g. a root type mismatch or a
-   missing top-level required key) the reward is 0.0. Otherwise, among those errors, the one whose
+   so ``$ref`` and ``allOf``/``anyOf``/``oneOf``/``not`` behave exactly as in ``jsonschema`` (as in its
+   default, ``format`` is an annotation, not checked). The class is derived from it by
+   :mod:`llmrl.rewards.schema_validator`, which changes no verdict, only the cost: ``uniqueItems`` is an
+   O(n log n) check (``jsonschema``'s own is quadratic on arrays of objects: tens of seconds for 4,000
+   objects), arrays and objects are validated as copies whose ``repr`` is short (error messages would
+   print each failing subtree again at every nesting level), and validation needing more than
+   :data:`MAX_KEYWORD_CALLS` keyword evaluations stops with reward 0.0 (a count, not a timeout, so the
+   reward stays deterministic; at up to ~25 us a keyword on a busy 2-core machine it bounds validation to
+   about 4 s; a document at the :data:`MAX_NODES` cap fits with about 1.5 keywords per value). Any
+   exception inside ``jsonschema`` (e.g. ``RecursionError`` on a document nested close to
+   :data:`MAX_DEPTH` under a recursive schema, where plain ``jsonschema`` raises too) also scores 0.0.
+   If any of the first :data:`MAX_ERRORS` errors sits at the root (empty path, e.g. a root type mismatch
+   or a missing top-level required key) the reward is 0.0. Otherwise, among those errors, the one whose
    value comes *earliest in the re-encoded text* is chosen: its value is replaced by :data:`SENTINEL`,
    the document is re-encoded with ``json.dumps`` (default settings) into ``text`` and
    ``fine *= (text.index(SENTINEL) - 1) / (len(text) - len(SENTINEL))`` (the fraction of the output
@@ -34,20 +63,29 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from json.decoder import scanstring
 from typing import Any
 
 from llmrl.rewards.base import RewardFn
+from llmrl.rewards.schema_validator import (
+    WorkBudgetExceeded,
+    keyword_budget,
+    short_repr_copy,
+    validator_class_for,
+)
 
 MAX_CHARS = 1 << 20  # completions are truncated to their first 1 MiB characters
 MAX_DEPTH = 200  # deeper nesting is a hard decode failure
 MAX_NODES = 100_000  # documents with more values are a hard decode failure (bounds validation time)
 MAX_ERRORS = 32  # schema errors examined (root check and earliest-position choice)
+MAX_KEYWORD_CALLS = 150_000  # validation needing more keyword evaluations scores 0.0 (bounds its time)
 PARTIAL_FACTOR = 0.3  # multiplier applied when fine < 1
 SENTINEL = "__llmrl_schema_error_sentinel_7f3a9c__"
 
-_FENCE = "```json"
+_FENCE_LINE = re.compile(r"^[ \t]*(?P<run>`{3,}|~{3,})(?P<info>[^\n]*)$", re.M)
+_JSON_INFO = re.compile(r"json[a-z0-9]*", re.I)
 _WS = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*", re.S)
 _STRICT_NUM = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _LENIENT_NUM = re.compile(r"[+-]?(?:Infinity|NaN|0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
@@ -112,10 +150,17 @@ class _Parser:
         if body in ("Infinity", "NaN"):
             return sign * float(body.lower().replace("infinity", "inf"))
         if body[:2] in ("0x", "0X"):
-            return sign * int(body, 16)
+            value = int(body, 16)  # base 16 has no digit limit: bound it by its decimal digits
+            limit = sys.get_int_max_str_digits()
+            if limit and value.bit_length() > 3 * limit and value >= 10**limit:  # str(value) would raise
+                raise DecodeFailure(f"integer over {limit} decimal digits at {pos}")
+            return sign * value
         if any(c in body for c in ".eE"):
             return sign * float(body)
-        return sign * int(body)
+        try:
+            return sign * int(body)
+        except ValueError:  # over sys.get_int_max_str_digits() digits (json.loads refuses them too)
+            raise DecodeFailure(f"integer over the int/str digit limit at {pos}") from None
 
     def _string(self, pos: int) -> tuple[str, int]:
         s = self.s
@@ -229,18 +274,36 @@ def lenient_loads(text: str) -> tuple[Any, list[int]]:
     return parser.parse(), parser.errors
 
 
+def _fenced_blocks(text: str) -> list[tuple[str, int, int]]:
+    """``(info string, body start, body end)`` of each fenced block of ``text`` (module doc, step 1)."""
+    blocks: list[tuple[str, int, int]] = []
+    opener: tuple[str, str, int] | None = None  # (fence run, info, body start)
+    for m in _FENCE_LINE.finditer(text):
+        run, info = m.group("run"), m.group("info")
+        if opener is None:
+            if not (run[0] == "`" and "`" in info):
+                opener = (run, info.strip(), m.end() + 1)
+        elif run[0] == opener[0][0] and len(run) >= len(opener[0]) and not info.strip():
+            blocks.append((opener[1], opener[2], m.start()))
+            opener = None
+    if opener is not None:
+        blocks.append((opener[1], opener[2], len(text)))
+    return blocks
+
+
 def extract_json_text(completion: str) -> str:
-    """The body of the last ```` ```json ```` block (to the closing fence or the end), else the whole
-    text; truncated to :data:`MAX_CHARS` first and whitespace-stripped."""
+    """The text :func:`schema_reward` decodes (module doc, step 1): within the first :data:`MAX_CHARS`
+    characters, the body of the last fenced block tagged ``json`` (or ``json5``, ``jsonc``, ...), else of
+    the last untagged fenced block, else the whole text; whitespace-stripped."""
     text = completion[:MAX_CHARS]
-    start = text.lower().rfind(_FENCE)
-    if start < 0:
+    blocks = _fenced_blocks(text)
+    json_blocks = [b for b in blocks if b[0] and _JSON_INFO.fullmatch(b[0].split()[0])]
+    plain_blocks = [b for b in blocks if not b[0]]
+    chosen = json_blocks or plain_blocks
+    if not chosen:
         return text.strip()
-    body_start = start + len(_FENCE)
-    while body_start < len(text) and text[body_start].isalnum():  # ```json5, ```jsonc
-        body_start += 1
-    end = text.find("```", body_start)
-    return text[body_start : len(text) if end < 0 else end].strip()
+    _, start, end = chosen[-1]
+    return text[start:end].strip()
 
 
 def _replace_at(doc: Any, path: list[Any], value: Any) -> Any:
@@ -262,18 +325,19 @@ def _sentinel_fraction(doc: Any, path: list[Any]) -> tuple[float, int]:
 
 def _schema_fraction(doc: Any, schema: Mapping[str, Any]) -> float:
     """1.0 if ``doc`` is valid; 0.0 on a root error; else the fraction before the earliest error."""
-    import jsonschema  # lazy: only schema rewards need it
-
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    validator = cls(schema)
+    validator = validator_class_for(schema)(schema)  # jsonschema is imported lazily in there
     paths: list[list[Any]] = []
-    for error in validator.iter_errors(doc):
-        path = list(error.absolute_path)
-        if not path:
-            return 0.0
-        paths.append(path)
-        if len(paths) >= MAX_ERRORS:
-            break
+    try:
+        with keyword_budget(MAX_KEYWORD_CALLS):
+            for error in validator.iter_errors(short_repr_copy(doc)):  # same value, O(1) error reprs
+                path = list(error.absolute_path)
+                if not path:
+                    return 0.0
+                paths.append(path)
+                if len(paths) >= MAX_ERRORS:
+                    break
+    except WorkBudgetExceeded:
+        return 0.0
     if not paths:
         return 1.0
     best = min((_sentinel_fraction(doc, p) for p in paths), key=lambda fi: fi[1])
