@@ -1,6 +1,6 @@
 """Peak memory and seconds per RL step of DVPO (frozen value model) versus PPO (trained critic), one run.
 
-Both methods run ``llmrl.train.rl.train`` — the loop ``llmrl train`` runs — at identical settings: the
+Both methods run ``llmrl.rl.loop.train`` — the loop ``llmrl train`` runs — at identical settings: the
 same tiny Llama policy (``--hidden-size``, ``--layers``; character tokenizer, float32), the same
 arithmetic prompts (``--prompts`` x ``--samples`` per step, ``--max-new-tokens``), a frozen reference
 model with the per-token KL penalty in the reward (k1, beta 0.05), GAE advantages (gamma 1, lambda 0.95,
@@ -71,9 +71,9 @@ def overrides(args: argparse.Namespace, method: str, out: str, critic_dir: str) 
 def run_method(method: str, args: argparse.Namespace, critic_dir: str) -> dict[str, float]:
     """Child process: train ``warmup + steps`` steps of ``method``; its memory and per-step times."""
     _quiet()
-    from llmrl.train.config import load_config
+    from llmrl.config import load_config
+    from llmrl.rl.loop import train
     from llmrl.train.metrics import read_metrics
-    from llmrl.train.rl import train
 
     start_rss = rss_mb("VmRSS")  # after the imports: the delta is what building and training added
     with tempfile.TemporaryDirectory() as out:

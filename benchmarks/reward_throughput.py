@@ -2,7 +2,7 @@
 
 Builds N completions (default 10,000) over 500 generated puzzles — correct demonstrations, answers with
 the roles flipped, broken tags, unparsable answers and long rambling ones — writes them as JSONL, and times
-`llmrl.scoring.score_file` (exactly what `llmrl reward knights_knaves --input ... --output ...` runs).
+`llmrl.tasks.scoring.score_file` (exactly what `llmrl reward knights_knaves --input ... --output ...` runs).
 Prints one table row; `--json` prints a JSON object instead.
 """
 
@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmrl.scoring import score_file
 from llmrl.tasks import get_task
+from llmrl.tasks.scoring import score_file
 
 
 def completions(sample: dict, rng: random.Random, task) -> list[str]:

@@ -5,9 +5,9 @@ float32) or any local HF directory (``--model DIR``); 8 arithmetic prompts x 8 s
 tokens per sample; temperature 1; GRPO advantages; PPO-clip loss, token-mean; k3 KL to a frozen reference as a
 loss term with beta 0.04; AdamW lr 1e-5 (constant), grad clip 1; one optimizer step per batch.
 
-llmrl side (this process): the building blocks of ``llmrl train`` (see ``llmrl.train.rl``), not a re-implementation:
+llmrl side (this process): the building blocks of ``llmrl train`` (see ``llmrl.rl.loop``), not a re-implementation:
 ``build_generator`` (the KVCacheSampler), ``generate_episodes`` with ``SamplingParams(ignore_eos=True)``,
-``score_episodes``, ``Batch.collate``, ``sequence_logprobs`` on ``reference_model(model)``, ``token_rewards``,
+``score_episodes``, ``Batch.collate``, ``sequence_logprobs`` on ``reference_policy(model)``, ``token_rewards``,
 ``ADVANTAGES["grpo"]`` and ``optimizer_step`` with a ``LossSpec``. A step is split into
 generation (prompts -> episodes) / scoring (reward, collate, reference log-probs, advantages) /
 training (forward + backward + optimizer step).
@@ -50,13 +50,14 @@ import torch
 from llmrl.algos import ADVANTAGES, token_rewards
 from llmrl.core.seed import derive_seed, seed_everything
 from llmrl.core.types import Batch, Sample
-from llmrl.models.loading import load_model, load_tokenizer, reference_model, render_prompt
+from llmrl.models.loading import load_model, load_tokenizer, render_prompt
 from llmrl.models.tiny import TinyModelSpec, save_tiny_model
 from llmrl.rewards.base import combine_rewards
 from llmrl.rollout.base import SamplingParams
+from llmrl.rollout.episodes import generate_episodes
 from llmrl.tasks import get_task
-from llmrl.train.build import build_generator
-from llmrl.train.collect import DataStream, generate_episodes, score_episodes
+from llmrl.train.build import build_generator, reference_policy
+from llmrl.train.collect import DataStream, score_episodes
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.update import LossSpec, optimizer_step, sequence_logprobs
 
@@ -118,13 +119,14 @@ def run_llmrl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new
     seed_everything(SEED)
     tok, model = load_tokenizer(model_dir), load_model(model_dir)
     model.eval()  # as build_run: no dropout, sampler and trainer score the same policy
-    ref = reference_model(model)
+    ref, _ = reference_policy(model, lora=False)  # a frozen copy, as build_run without LoRA
     generator = build_generator(model, tok, "kvcache")
     task = get_task("arithmetic")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     optimizer = build_optimizer(model.parameters(), LR)
     scheduler = build_scheduler(optimizer, 0, len(schedule), "constant")
-    spec = LossSpec("ppo_clip", {}, "token-mean", float(max_new), TEMPERATURE, BETA, "k3", 0.0)
+    spec = LossSpec(loss="ppo_clip", loss_options={}, agg="token-mean", agg_constant=float(max_new),
+                    temperature=TEMPERATURE, kl_coef=BETA, kl_estimator="k3", entropy_coef=0.0)
     grpo = ADVANTAGES.get("grpo")
     rows: list[dict[str, float]] = []
     for step, prompts in enumerate(schedule, start=1):

@@ -100,7 +100,7 @@ def task_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def sft_config(args: argparse.Namespace, seed: int) -> Any:
-    from llmrl.quickstart import quickstart_config
+    from llmrl.cli.quickstart import quickstart_config
 
     out = Path(args.output_dir) / f"seed{seed}" / "sft"
     return quickstart_config(str(out), seed, [*task_overrides(args), "steps=0", f"sft.steps={args.sft_steps}",
@@ -108,7 +108,7 @@ def sft_config(args: argparse.Namespace, seed: int) -> Any:
 
 
 def rl_config(args: argparse.Namespace, seed: int, method: str, sft_model: Path) -> Any:
-    from llmrl.quickstart import quickstart_config
+    from llmrl.cli.quickstart import quickstart_config
 
     out = Path(args.output_dir) / f"seed{seed}" / method
     rl = [f"steps={args.steps}", "sft.steps=0", f"model.path={sft_model}", f"algo.advantage={args.advantage}",
@@ -126,7 +126,7 @@ def rl_config(args: argparse.Namespace, seed: int, method: str, sft_model: Path)
 
 def warm_start(args: argparse.Namespace, seed: int) -> Path:
     """The SFT model of ``seed`` (trained once; every method starts from it)."""
-    from llmrl.train.setup import build_run
+    from llmrl.train.run import build_run
 
     cfg = sft_config(args, seed)
     path = Path(cfg.output_dir) / "sft_model"
@@ -144,7 +144,7 @@ def finished(cfg: Any) -> bool:
     """True when ``cfg.output_dir`` holds a finished run (summary.json) of exactly this config."""
     import yaml
 
-    from llmrl.train.configbase import to_dict
+    from llmrl.core.config import to_dict
 
     out = Path(cfg.output_dir)
     if not (out / "summary.json").is_file() or not (out / "config.yaml").is_file():
@@ -279,7 +279,7 @@ def plot(curves: dict[str, dict[int, dict[str, Any]]], path: Path, title: str) -
 # ------------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from llmrl.train.rl import train
+    from llmrl.rl.loop import train
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,14 @@ from conftest import CharCountTask
 
 from llmrl.algos import POLICY_LOSSES
 from llmrl.algos.losses import ppo_clip
-from llmrl.cli import main
+from llmrl.cli.main import main
+from llmrl.config import load_config
+from llmrl.core.errors import TrainingAborted
 from llmrl.models.loading import ModelLoadError
+from llmrl.rl.loop import train
 from llmrl.tasks.base import TASKS
 from llmrl.train.checkpoint import latest_checkpoint, load_checkpoint
-from llmrl.train.config import load_config
 from llmrl.train.metrics import read_metrics
-from llmrl.train.rl import TrainingAborted, train
 
 
 def run_cli(args, capsys):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from llmrl.cli import main
+from llmrl.cli.main import main
 from llmrl.rewards.base import combine_rewards
 from llmrl.tasks import get_task, split_of
 from llmrl.tasks.bugs import KINDS, unit_sites
@@ -334,10 +334,11 @@ def test_cli_sample_and_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_rejection_sampled_warm_start(monkeypatch: pytest.MonkeyPatch, tree: Path) -> None:
     """SoRFT stage 1: only completions passing the task's filter are kept and trained on."""
+    from llmrl.config import load_config
+    from llmrl.core.errors import ConfigError
     from llmrl.rollout.base import Generation
-    from llmrl.train import setup
+    from llmrl.train import run
     from llmrl.train.build import build_policy, build_task
-    from llmrl.train.config import ConfigError, load_config
     from tests.conftest import TINY
 
     over = [*TINY, "task.name=code_repair", f"task.options={{source_dir: {tree}, subtask: [file, line, edit], "
@@ -353,25 +354,25 @@ def test_rejection_sampled_warm_start(monkeypatch: pytest.MonkeyPatch, tree: Pat
             return [[Generation([5], [-0.1], text, "stop")
                      for text in (task.demonstration(s), _wrap("wrong"), task.demonstration(s))] for s in train]
 
-    monkeypatch.setattr(setup, "build_generator", lambda *a, **k: Scripted())
+    monkeypatch.setattr(run, "build_generator", lambda *a, **k: Scripted())
     model, tok = build_policy(cfg)
-    metrics = setup.warm_start(model, tok, task, train, cfg)
+    metrics = run.warm_start(model, tok, task, train, cfg)
     assert metrics["sft_examples"] == 4.0 and math.isfinite(metrics["sft_loss"])  # one distinct kept per prompt
 
     class Nothing(Scripted):
         def generate(self, prompts: list[list[int]], params: Any) -> list[list[Generation]]:
             return [[Generation([5], [-0.1], "junk", "stop")] * params.n for _ in prompts]
 
-    monkeypatch.setattr(setup, "build_generator", lambda *a, **k: Nothing())
+    monkeypatch.setattr(run, "build_generator", lambda *a, **k: Nothing())
     with pytest.warns(RuntimeWarning, match="no sampled completion was accepted"):
-        assert setup.warm_start(model, tok, task, train, cfg) == {"sft_examples": 0.0}
+        assert run.warm_start(model, tok, task, train, cfg) == {"sft_examples": 0.0}
     # A teacher directory samples instead of the policy.
     from llmrl.models.tiny import save_tiny_model
 
     teacher = save_tiny_model(tree / "teacher")
     used: list[Any] = []
-    monkeypatch.setattr(setup, "build_generator", lambda m, *a, **k: used.append(m) or Scripted())
-    metrics = setup.warm_start(model, tok, task, train, load_config(None, [*over, f"sft.teacher_path={teacher}"]))
+    monkeypatch.setattr(run, "build_generator", lambda m, *a, **k: used.append(m) or Scripted())
+    metrics = run.warm_start(model, tok, task, train, load_config(None, [*over, f"sft.teacher_path={teacher}"]))
     assert metrics["sft_examples"] == 4.0 and len(used) == 1 and used[0] is not model
     with pytest.raises(ConfigError, match="sft.source"):
         load_config(None, [*over, "sft.source=teacher"])

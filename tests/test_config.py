@@ -2,8 +2,8 @@
 
 import pytest
 
-from llmrl.train.config import Config, load_config
-from llmrl.train.configbase import ConfigError, describe
+from llmrl.config import Config, load_config
+from llmrl.core.config import ConfigError, describe
 
 
 def write(tmp_path, text, name="r.yaml"):

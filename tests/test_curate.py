@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llmrl.cli import main
+from llmrl.cli.data import FILTER_NAMES
+from llmrl.cli.main import main
 from llmrl.data import filters as F
-from llmrl.data.command import FILTER_NAMES
 from llmrl.data.curate import (
     STEPS,
     CurateOptions,

@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmrl.cli import main
+from llmrl.cli.main import main
+from llmrl.config import load_config
+from llmrl.core.errors import ConfigError
+from llmrl.preference import dpo
 from llmrl.tasks.preference import PreferencePair, write_preference_pairs
-from llmrl.train import dpo
-from llmrl.train.config import ConfigError, load_config
 from llmrl.train.metrics import read_metrics
 from tests.conftest import TINY
 
@@ -198,10 +199,10 @@ def test_task_pairs_cover_every_prompt_the_teacher_gets_right_too() -> None:
 
 def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="pref.loss_type"):
-        load_config(None, ["pref.loss_type=kto"])
+        load_config(None, ["trainer=dpo", "pref.loss_type=kto"])
     with pytest.raises(ConfigError, match="pref.loss_options: .*unknown option 'gamma'"):
-        load_config(None, ["pref.loss_options={gamma: 1.0}"])
+        load_config(None, ["trainer=dpo", "pref.loss_options={gamma: 1.0}"])
     with pytest.raises(ConfigError, match="pref.max_prompt_length"):
-        load_config(None, ["pref.max_prompt_length=512", "pref.max_length=512"])
+        load_config(None, ["trainer=dpo", "pref.max_prompt_length=512", "pref.max_length=512"])
     with pytest.raises(ConfigError, match="pref.rejected_source"):
-        load_config(None, ["pref.rejected_source=oracle"])
+        load_config(None, ["trainer=dpo", "pref.rejected_source=oracle"])

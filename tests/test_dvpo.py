@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from llmrl.cli import main
+from llmrl.cli.main import main
+from llmrl.config import load_config
 from llmrl.models import build_tiny_model
 from llmrl.models.tiny import TinyModelSpec
 from llmrl.models.value_head import scalar_model_from_policy
+from llmrl.rl.critic import Critic
+from llmrl.rl.dvpo import gvm_loss, last_values, train_value_model
 from llmrl.tasks.preference import PreferencePair, write_preference_pairs
-from llmrl.train.config import load_config
-from llmrl.train.critic import Critic
-from llmrl.train.dvpo import gvm_loss, last_values, train_value_model
 from llmrl.train.metrics import read_metrics
 from llmrl.train.pairs import encode_pairs
 
@@ -57,7 +57,7 @@ def letter_pairs(n: int) -> list[PreferencePair]:
 def test_value_model_learns_preferences_from_a_file(tmp_path, tiny_overrides) -> None:
     path = tmp_path / "pairs.jsonl"
     write_preference_pairs(path, letter_pairs(120))
-    cfg = load_config(None, [*tiny_overrides, f"gvm.pairs_file={path}", "gvm.steps=60", "gvm.batch_size=16",
+    cfg = load_config(None, [*tiny_overrides, "trainer=dvpo_value", f"gvm.pairs_file={path}", "gvm.steps=60", "gvm.batch_size=16",
                              "gvm.lr=3e-3", "gvm.max_length=32", "gvm.max_prompt_length=16", "gvm.micro_batch_size=8"])
     policy, tok = build_tiny_model(SPEC, seed=0)
     model = scalar_model_from_policy(policy, seed=1)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from llmrl.config import load_config
 from llmrl.rewards.base import combine_rewards
+from llmrl.rl import loop as rl
 from llmrl.tasks import get_task
 from llmrl.tasks.hackable import HackableTask, content_length
-from llmrl.train import rl
-from llmrl.train.config import load_config
 from llmrl.train.metrics import read_metrics
 
 SAMPLE = {"prompt": "23+45=", "answer": "68", "operands": [23, 45], "ops": ["+"]}
@@ -167,7 +167,7 @@ def test_reward_hacking_example_rejects_unknown_methods(capsys):
 def test_building_configs_does_not_leak_overrides_into_the_base():
     # the example builds several configs from the quickstart's in one process: an override of one (a nested key)
     # must not reach the next (it did when load_config only shallow-copied its base)
-    from llmrl.quickstart import QUICKSTART, quickstart_config
+    from llmrl.cli.quickstart import QUICKSTART, quickstart_config
 
     first = quickstart_config("/tmp/a", 0, ["model.path=/somewhere", "algo.shaping=par", "algo.shaping_options={k: 2}"])
     assert first.model.path == "/somewhere" and first.algo.shaping_options == {"k": 2}

@@ -10,7 +10,7 @@ pytest.importorskip("rdkit")
 from rdkit import Chem  # noqa: E402
 from rdkit.Chem import Descriptors  # noqa: E402
 
-from llmrl.cli import main  # noqa: E402
+from llmrl.cli.main import main  # noqa: E402
 from llmrl.rewards.base import combine_rewards  # noqa: E402
 from llmrl.rewards.molecule import molecule_reward  # noqa: E402
 from llmrl.tasks import get_task, split_of  # noqa: E402

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from llmrl.cli import main
+from llmrl.cli.main import main
+from llmrl.config import load_config
+from llmrl.core.config import ConfigError
 from llmrl.models import save_tiny_model
 from llmrl.models.tiny import TinyModelSpec
+from llmrl.preference.mpo import policy_config, train
 from llmrl.tasks.base import TASKS, Task
-from llmrl.train.config import load_config
-from llmrl.train.configbase import ConfigError
-from llmrl.train.mpo import policy_config, train
 from tests.conftest import TINY
 
 

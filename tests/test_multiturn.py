@@ -6,17 +6,17 @@ import torch
 
 from llmrl.algos import aggregate
 from llmrl.algos.losses import ppo_clip
+from llmrl.config import load_config
 from llmrl.core.ops import token_logprobs
 from llmrl.core.types import Batch
 from llmrl.models.tiny import TinyModelSpec, build_char_tokenizer, build_tiny_model
+from llmrl.rl.loop import train
 from llmrl.rollout.base import SamplingParams
+from llmrl.rollout.episodes import generate_episodes
 from llmrl.rollout.multiturn import RetryEnvironment
 from llmrl.rollout.sampler import KVCacheSampler
 from llmrl.tasks import get_task
-from llmrl.train.collect import generate_episodes
-from llmrl.train.config import load_config
 from llmrl.train.metrics import read_metrics
-from llmrl.train.rl import train
 
 
 def test_environment_tokens_get_no_gradient():

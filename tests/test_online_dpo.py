@@ -18,14 +18,15 @@ import random
 import pytest
 import torch
 
+from llmrl.config import load_config
+from llmrl.core.errors import ConfigError
 from llmrl.models.loading import save_model
 from llmrl.models.tiny import TinyModelSpec, build_char_tokenizer, build_tiny_model
+from llmrl.preference.online import train, train_onpo
 from llmrl.rewards.judge import judge_prompt
 from llmrl.tasks.io import write_jsonl
 from llmrl.train.checkpoint import latest_checkpoint
-from llmrl.train.config import ConfigError, load_config
 from llmrl.train.metrics import read_metrics
-from llmrl.train.online_dpo import train, train_onpo
 from llmrl.train.sft import run_sft, sft_episodes
 
 SPEC = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256, max_position_embeddings=192)
@@ -187,17 +188,17 @@ def test_onpo_two_regressions_on_the_same_pairs(tmp_path):
 
 
 def test_onpo_objective_is_the_regression_by_hand():
-    from llmrl.train.online_dpo import OnpoObjective, onpo_objective
+    from llmrl.preference.online import OnpoObjective, onpo_objective
 
-    obj = onpo_objective(load_config(None, ["online.eta=1.0"]))  # target eta/2 = 0.5 -> beta = 1
+    obj = onpo_objective(load_config(None, ["trainer=onpo", "online.eta=1.0"]))  # target eta/2 = 0.5 -> beta = 1
     assert isinstance(obj, OnpoObjective) and obj.beta == 1.0 and not obj.average
     logps = torch.tensor([-1.0, -2.0, -3.0, -1.5])  # chosen rows, then rejected rows
     anchor = torch.tensor([[-1.5, -2.5], [-2.0, -1.0]])  # [pair, (chosen, rejected)]
     losses, metrics = obj(logps, anchor, torch.tensor([3, 1, 2, 2]))
     # g = (-1 + 3) - (-1.5 + 2.5) = 1 and (-2 + 1.5) - (-2 + 1) = 0.5; (g - 0.5)^2 = 0.25, 0
     assert losses.tolist() == pytest.approx([0.25, 0.0]) and float(metrics["onpo/g"]) == pytest.approx(0.75)
-    assert onpo_objective(load_config(None, ["online.eta=1.0", "online.target=inv_2eta"])).beta == 1.0
-    assert onpo_objective(load_config(None, ["online.eta=4.0", "online.target=inv_2eta"])).beta == 4.0
+    assert onpo_objective(load_config(None, ["trainer=onpo", "online.eta=1.0", "online.target=inv_2eta"])).beta == 1.0
+    assert onpo_objective(load_config(None, ["trainer=onpo", "online.eta=4.0", "online.target=inv_2eta"])).beta == 4.0
 
 
 def _final_params(path):
@@ -214,7 +215,7 @@ def _final_params(path):
 ])
 def test_bad_online_config_names_the_key(over, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_config(None, over)
+        load_config(None, ["trainer=online_dpo", *over])
 
 
 def test_summary_records_the_source(tmp_path):

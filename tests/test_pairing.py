@@ -9,8 +9,7 @@ import torch
 
 from llmrl.algos.onpo import onpo_beta, onpo_loss, onpo_target
 from llmrl.models.tiny import TinyModelSpec, build_char_tokenizer, build_tiny_model
-from llmrl.rewards.judge import judge_scores
-from llmrl.train.pairing import (
+from llmrl.preference.ranking import (
     JudgeSource,
     PairwiseSource,
     RewardModelSource,
@@ -26,6 +25,7 @@ from llmrl.train.pairing import (
     score_groups,
     similarity,
 )
+from llmrl.rewards.judge import judge_scores
 
 
 def triples(pairs):

@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from llmrl.cli import main
-from llmrl.tasks.preference import PreferencePair, write_preference_pairs
-from llmrl.train.config import load_config
-from llmrl.train.personal import (
+from llmrl.cli.main import main
+from llmrl.config import load_config
+from llmrl.preference.personal import (
     condition_on_user,
     majority_labels,
     minority_users,
@@ -18,7 +17,8 @@ from llmrl.train.personal import (
     personal_metrics,
     user_agreement,
 )
-from llmrl.train.reward_model import train
+from llmrl.preference.train_rm import train
+from llmrl.tasks.preference import PreferencePair, write_preference_pairs
 from tests.conftest import TINY
 
 

@@ -11,14 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from llmrl.algos import token_rewards
+from llmrl.config import load_config
+from llmrl.core.errors import ConfigError
 from llmrl.core.types import Episode
 from llmrl.models import build_tiny_model
 from llmrl.models.tiny import TinyModelSpec
 from llmrl.models.value_head import scalar_model_from_policy
-from llmrl.train import rl
-from llmrl.train.config import ConfigError, load_config
+from llmrl.rl import loop as rl
+from llmrl.rl.rewarding import SequenceRewards
 from llmrl.train.metrics import read_metrics
-from llmrl.train.rewarding import SequenceRewards
 
 PPO = ["algo.advantage=gae", "critic.lr=3e-3", "algo.kl_coef=0.05", "algo.kl_in_reward=true"]
 

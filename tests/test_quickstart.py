@@ -2,8 +2,8 @@
 
 import json
 
-from llmrl.cli import main
-from llmrl.quickstart import QUICKSTART, quickstart_config
+from llmrl.cli.main import main
+from llmrl.cli.quickstart import QUICKSTART, quickstart_config
 
 
 def test_quickstart_cli_writes_summary(tmp_path, capsys):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmrl.cli import main
+from llmrl.cli.main import main
 from tests.conftest import TINY
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))

@@ -25,7 +25,7 @@ ARGS = [
 
 
 def cli(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "llmrl.cli", "train", str(out / "recipe.yaml"), *ARGS, f"output_dir={out}", *extra]
+    return [sys.executable, "-m", "llmrl.cli.main", "train", str(out / "recipe.yaml"), *ARGS, f"output_dir={out}", *extra]
 
 
 def strip_times(rows):

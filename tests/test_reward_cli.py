@@ -2,7 +2,7 @@
 
 import json
 
-from llmrl.cli import main
+from llmrl.cli.main import main
 from llmrl.tasks import get_task
 
 

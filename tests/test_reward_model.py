@@ -10,17 +10,17 @@ import random
 import pytest
 import torch
 
-from llmrl.cli import main
+from llmrl.cli.main import main
+from llmrl.config import load_config
 from llmrl.models import build_tiny_model
 from llmrl.models.value_head import load_scalar_model, scalar_model_from_policy
+from llmrl.preference.distill import distill_pairs, majority_answer, pairs_from_labels, vote_labels
+from llmrl.preference.train_rm import privatise_labels, rm_pair_losses, score_pair_batch, train
 from llmrl.rewards.reward_model import encode_scored, reward_model_reward, user_conditioned_prompt
 from llmrl.rewards.shaping import reg_rm_loss
 from llmrl.tasks import get_task
-from llmrl.tasks.preference import PreferencePair, write_preference_pairs
-from llmrl.train.config import load_config
-from llmrl.train.distill import distill_pairs, majority_answer, pairs_from_labels, vote_labels
+from llmrl.tasks.preference import PreferencePair, task_pairs, write_preference_pairs
 from llmrl.train.pairs import encode_pairs
-from llmrl.train.reward_model import privatise_labels, rm_pair_losses, score_pair_batch, task_pairs, train
 from tests.conftest import TINY
 
 RM = [*TINY, "trainer=reward_model", "log_every=0", "rm.max_length=32", "rm.max_prompt_length=16", "rm.lr=3e-3"]

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from llmrl.cli import main
-from llmrl.train.config import load_config
+from llmrl.cli.main import main
+from llmrl.config import load_config
+from llmrl.rl.loop import train
 from llmrl.train.metrics import read_metrics
-from llmrl.train.rl import train
 
 
 def test_mean_reward_rises_under_rl(tiny_overrides):

@@ -2,7 +2,7 @@
 
 import json
 
-from llmrl.cli import main
+from llmrl.cli.main import main
 from llmrl.core.types import Episode
 from llmrl.rollout.base import Generation, SamplingParams
 from llmrl.tasks import get_task
@@ -53,8 +53,8 @@ def test_sft_and_rft_commands_learn_or_run(tmp_path, tiny_overrides, capsys):
 def test_tensorboard_events_and_metrics_written(tiny_overrides):
     from pathlib import Path
 
-    from llmrl.train.config import load_config
-    from llmrl.train.rl import train
+    from llmrl.config import load_config
+    from llmrl.rl.loop import train
 
     cfg = load_config(None, [*tiny_overrides, "task.name=test_char_a", "steps=2"])
     train(cfg)

@@ -41,7 +41,7 @@ Calibration of σ:
   :func:`calibrate_noise_multiplier` finds the smallest σ meeting a target (ε, δ) by bisection.
 
 Everything here is pure (tensors and floats in, tensors and floats out); the training loop that uses it
-is ``llmrl.train.reward_model``.
+is ``llmrl.preference.train_rm``.
 """
 
 from __future__ import annotations

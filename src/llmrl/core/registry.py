@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
@@ -25,35 +26,64 @@ class Registry(Generic[F]):
     >>> @ADV.register("grpo")
     ... def grpo(...): ...
     >>> ADV.get("grpo")
+
+    ``register_lazy(name, "package.module:attr")`` adds an entry whose module is imported on first ``get``
+    (heavy backends stay unimported until used). Names list sorted, or in registration order with
+    ``ordered=True`` (when the order means something, e.g. the order filters are applied and reported in).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, ordered: bool = False) -> None:
         self.kind = kind
-        self._items: dict[str, F] = {}
+        self.ordered = ordered
+        self._items: dict[str, F | str] = {}  # a str is a lazy "module:attr" entry, resolved on first get
+
+    def _add(self, name: str, item: F | str) -> None:
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._items[name] = item
 
     def register(self, name: str) -> Callable[[F], F]:
         def deco(fn: F) -> F:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._items[name] = fn
+            self._add(name, fn)
             return fn
 
         return deco
 
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register ``target`` = ``"package.module:attr"``, imported on the first ``get(name)``."""
+        module, _, attr = target.partition(":")
+        if not module or not attr:
+            raise ValueError(f"{self.kind} {name!r}: lazy target must be 'module:attr', got {target!r}")
+        self._add(name, target)
+
     def get(self, name: str) -> F:
         try:
-            return self._items[name]
+            item = self._items[name]
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; {closest(name, self._items)}") from None
+        if isinstance(item, str):
+            module, _, attr = item.partition(":")
+            item = getattr(importlib.import_module(module), attr)
+            self._items[name] = item
+        return item  # type: ignore[return-value]
+
+    __getitem__ = get
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return list(self._items) if self.ordered else sorted(self._items)
+
+    def items(self) -> list[tuple[str, F]]:
+        """(name, callable) pairs in ``names()`` order (imports every lazy entry)."""
+        return [(n, self.get(n)) for n in self.names()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def check_options(fn: Callable[..., Any], options: Mapping[str, Any], where: str,

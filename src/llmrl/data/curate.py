@@ -44,12 +44,12 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
+from llmrl.core.config import ConfigError
 from llmrl.data.dedup import NearDuplicateIndex, normalize_text
 from llmrl.data.filters import FILTERS, answer_text
 from llmrl.data.solvability import GenerateFn, check_edges, difficulty, difficulty_edges, solve_counts
 from llmrl.tasks.io import DataError, write_jsonl
 from llmrl.tasks.math_task import INSTRUCTIONS
-from llmrl.train.configbase import ConfigError
 
 QUESTION_KEYS = ("prompt", "problem", "question")
 ANSWER_KEYS = ("answer", "solution")

@@ -37,7 +37,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from llmrl.rewards.math import MAX_ANSWER_CHARS, extract_boxed
+from llmrl.core.registry import Registry
 
 FilterFn = Callable[[str, str], bool]
 
@@ -158,15 +158,11 @@ def is_proof(question: str, answer: str = "") -> bool:
 
 
 # Pipeline order (the report lists removals in this order); language takes its threshold separately.
-FILTERS: dict[str, FilterFn] = {
-    "language": is_non_english,
-    "hyperlink": has_hyperlink,
-    "multiple_choice": is_multiple_choice,
-    "yes_no": is_yes_no,
-    "true_false": is_true_false,
-    "multi_part": is_multi_part,
-    "proof": is_proof,
-}
+FILTERS: Registry[FilterFn] = Registry("data filter", ordered=True)
+for _name, _fn in (("language", is_non_english), ("hyperlink", has_hyperlink),
+                   ("multiple_choice", is_multiple_choice), ("yes_no", is_yes_no), ("true_false", is_true_false),
+                   ("multi_part", is_multi_part), ("proof", is_proof)):
+    FILTERS.register(_name)(_fn)
 
 
 # -- gold answers ---------------------------------------------------------------------------------------
@@ -187,6 +183,8 @@ def answer_text(value: Any, solution: bool = False) -> str | None:
         return str(value)
     if not isinstance(value, str):
         return None
+    from llmrl.rewards.math import MAX_ANSWER_CHARS, extract_boxed  # here: `llmrl --help` stays light
+
     boxed = extract_boxed(value)
     if solution or boxed or _BOX.search(value):  # a box that is empty or unbalanced gives None
         text = boxed

@@ -21,8 +21,8 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 
+from llmrl.core.progress import progress_bar
 from llmrl.tasks.math_task import MathTask
-from llmrl.train.metrics import progress_bar
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]
 """``generate(prompts, k)``: ``k`` completion texts for each prompt text."""
@@ -90,11 +90,11 @@ def model_generator(model_dir: str, *, max_new_tokens: int, temperature: float =
     or k split over several calls when k > batch_size); each call is seeded from ``seed`` and a call
     counter, so a run is reproducible.
     """
+    from llmrl.core.config import ConfigError
     from llmrl.core.seed import derive_seed
     from llmrl.models.loading import encode_prompt, load_model, load_tokenizer, render_prompt
     from llmrl.rollout.base import SamplingParams
     from llmrl.rollout.sampler import KVCacheSampler
-    from llmrl.train.configbase import ConfigError
 
     tok = load_tokenizer(model_dir)
     if chat_template and not getattr(tok, "chat_template", None):

@@ -21,16 +21,14 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from llmrl.core.errors import ModelLoadError
+
 _DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
     "auto": "auto",
 }
-
-
-class ModelLoadError(ValueError):
-    """A local model / tokenizer directory is missing or incomplete."""
 
 
 def _check_dir(path: str | Path, need: str | None) -> Path:

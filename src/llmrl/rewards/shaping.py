@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -308,12 +309,12 @@ def collect_reference_rewards(generator: Generator, tokenizer: Any, samples: Seq
     (default: all at once).
     """
     from llmrl.rollout.base import SamplingParams  # lazy: keep llmrl.rewards import-light
-    from llmrl.train.collect import generate_episodes
+    from llmrl.rollout.episodes import generate_episodes
 
     if m < 1:
         raise ValueError(f"m must be >= 1, got {m}")
     base = params if params is not None else SamplingParams(temperature=0.9, top_p=0.9)
-    p = SamplingParams(**{**base.__dict__, "n": m})
+    p = replace(base, n=m)
     items = [dict(s) for s in samples]
     step = batch_size or max(len(items), 1)
     out: list[list[float]] = [[] for _ in items]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from llmrl.core.registry import Registry
 
 
 @dataclass
@@ -47,3 +50,12 @@ class Generator(Protocol):
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         """For each prompt (token ids), ``params.n`` generations."""
         ...
+
+
+GeneratorFactory = Callable[..., Generator]
+"""``factory(model, tokenizer) -> Generator``: a generator backend (``rollout.backend``)."""
+
+# Backends by name; their modules (torch, transformers) are imported on first use.
+GENERATORS: Registry[GeneratorFactory] = Registry("generator backend")
+GENERATORS.register_lazy("kvcache", "llmrl.rollout.sampler:KVCacheSampler")
+GENERATORS.register_lazy("hf", "llmrl.rollout.hf_generate:HFGenerateSampler")

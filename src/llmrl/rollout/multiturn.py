@@ -9,6 +9,7 @@ trainer has one code path for both.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from llmrl.core.registry import Registry
@@ -45,7 +46,7 @@ def rollout_multiturn(generator: Generator, tokenizer: Any, prompt_ids: list[lis
                       samples: list[dict[str, Any]], params: SamplingParams, env: Environment,
                       max_turns: int, group_offset: int = 0) -> list[Episode]:
     """``params.n`` episodes per prompt; each turn samples one continuation of every live episode."""
-    one = SamplingParams(**{**params.__dict__, "n": 1})
+    one = replace(params, n=1)
     episodes: list[Episode] = []
     for i, (ids, s) in enumerate(zip(prompt_ids, samples)):
         for _ in range(params.n):

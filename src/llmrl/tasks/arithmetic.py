@@ -24,12 +24,14 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.logic import extract_last_answer
 from llmrl.tasks.base import TASKS, Task, answer_and_format_rewards
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 ANSWER_REWARD = 1.0
 FORMAT_PENALTY = -0.1

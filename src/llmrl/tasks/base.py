@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmrl.core.registry import Registry, check_options
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 SPLITS = ("train", "test")
 

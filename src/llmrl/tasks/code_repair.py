@@ -46,9 +46,8 @@ import os
 import random
 import sysconfig
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.localization import (
     DEFAULT_BETA,
@@ -69,6 +68,9 @@ from llmrl.rewards.swe import (
 from llmrl.tasks.base import SPLITS, TASKS, Task, split_of
 from llmrl.tasks.bugs import KINDS, Bug, Corpus
 from llmrl.tasks.io import DataError
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 SUBTASKS = ("repair", "file", "function", "line", "edit")
 LOCALISATION = ("file", "function", "line")

@@ -32,12 +32,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.logic import extract_last_answer
 from llmrl.tasks.base import TASKS, Task
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 ANSWER_REWARD = 1.0
 FORMAT_REWARD = 0.1

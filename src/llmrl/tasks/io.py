@@ -14,9 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
-class DataError(ValueError):
-    """A data file is malformed; the message names the file and the 1-based line number."""
+from llmrl.core.errors import DataError
 
 
 def iter_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> Iterator[dict[str, Any]]:

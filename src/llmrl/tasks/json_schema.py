@@ -28,14 +28,14 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.schema import DecodeFailure, extract_json_text, lenient_loads, schema_reward
 from llmrl.tasks.base import TASKS, Task
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 KINDS = ("complex", "custom_format", "escape")
 _NOUNS = (
@@ -295,6 +295,8 @@ class JsonSchemaTask(Task):
 
     def make_sample(self, rng: random.Random) -> Sample:
         """Draw a kind, build (prompt, schema, gold) and check that the gold validates (retrying)."""
+        import jsonschema  # here, not at module level: listing tasks stays fast
+
         kind = rng.choice(self.kinds)
         make = {"complex": self._complex, "custom_format": self._custom_format, "escape": self._escape}[kind]
         for _ in range(100):

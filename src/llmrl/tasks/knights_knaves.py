@@ -23,12 +23,14 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.logic import KK_ANSWER_RIGHT, kk_format_ok, kk_reward_components
 from llmrl.tasks.base import TASKS, Task
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 DEPTH = 2
 WIDTH = 2

@@ -44,14 +44,16 @@ import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.logic import extract_last_answer
 from llmrl.rewards.math import as_rel_tol, extract_answer, extract_boxed, math_equal
 from llmrl.tasks.base import SPLITS, TASKS, Task, answer_and_format_rewards, split_of
 from llmrl.tasks.io import DataError, read_jsonl
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 ANSWER_REWARD = 1.0
 FORMAT_PENALTY = -0.1

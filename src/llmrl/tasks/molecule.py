@@ -40,9 +40,8 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.molecule import (
     PROPERTIES,
@@ -54,6 +53,9 @@ from llmrl.rewards.molecule import (
     score_molecule,
 )
 from llmrl.tasks.base import TASKS, Task
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 SEED_MOLECULES: tuple[tuple[str, str], ...] = (
     ("aspirin", "CC(=O)Oc1ccccc1C(=O)O"), ("paracetamol", "CC(=O)Nc1ccc(O)cc1"),

@@ -25,13 +25,19 @@ with ``on_error="skip"``, the record is skipped and counted (a RuntimeWarning gi
 from __future__ import annotations
 
 import os
+import random
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from llmrl.core.errors import ConfigError
+from llmrl.core.seed import derive_seed
 from llmrl.tasks.io import DataError, iter_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from llmrl.tasks.base import Task
 
 Messages = list[dict[str, str]]
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -222,4 +228,21 @@ def check_pairs(pairs: Sequence[PreferencePair]) -> None:
             raise DataError(f"pair {i}: {bad[1]}")
 
 
-__all__ = ["PreferencePair", "check_pairs", "read_preference_pairs", "write_preference_pairs"]
+def task_pairs(task: Task, samples: list[dict[str, Any]], seed: int) -> list[PreferencePair]:
+    """chosen = the task's demonstration, rejected = its ``wrong_demonstration`` (pairs whose wrong
+    demonstration is in fact correct are skipped)."""
+    wrong = getattr(task, "wrong_demonstration", None)
+    if wrong is None:
+        raise ConfigError(f"rm.source=task: task {task.name!r} has no wrong_demonstration; use rm.source=file or "
+                          "distill")
+    rng = random.Random(derive_seed(seed, "rm_pairs"))
+    out = []
+    for s in samples:
+        bad = wrong(s, rng)
+        good = task.demonstration(s)
+        if bad != good and not task.is_correct(bad, s):
+            out.append(PreferencePair(prompt=s["prompt"], chosen=good, rejected=bad))
+    return out
+
+
+__all__ = ["PreferencePair", "check_pairs", "read_preference_pairs", "task_pairs", "write_preference_pairs"]

@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmrl.core.types import Sample
 from llmrl.rewards.base import RewardFn
-from llmrl.rewards.translation import answer_text, chrf, format_score, quality_score
 from llmrl.tasks.base import TASKS, Task
+
+if TYPE_CHECKING:
+    from llmrl.core.types import Sample
 
 LEXICON_SEED = "llmrl-translation-lexicon-v1"
 PLURAL_SUFFIX = "li"
@@ -138,6 +139,8 @@ class TranslationTask(Task):
         ``<answer>`` content when the think/answer format holds), or None if missing/empty."""
         if not isinstance(completion, str):
             return None
+        from llmrl.rewards.translation import answer_text  # numpy + sacreBLEU: imported on first use
+
         text = completion.strip() if self.style == "plain" else answer_text(completion)
         return text or None
 
@@ -150,6 +153,8 @@ class TranslationTask(Task):
 
     def reward_functions(self) -> dict[str, RewardFn]:
         """plain: ``{"chrf"}`` in [0, 1]; tagged: ``{"format": ±1, "quality": [0, 1]}``."""
+        from llmrl.rewards.translation import chrf, format_score, quality_score
+
         if self.style == "plain":
 
             def chrf_reward(completion: str, sample: Mapping[str, Any]) -> float:

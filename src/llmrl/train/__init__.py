@@ -1,1 +1,2 @@
-"""Training loops (RL, SFT, rejection-sampling FT), checkpointing, evaluation and metrics."""
+"""The shared training engine: run context, factories, collection, checkpoints, metrics, optimizers,
+evaluation, SFT and the policy update."""

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from llmrl.core.types import Sample
-from llmrl.rollout.base import Generator
+from llmrl.rollout.base import GENERATORS
 from llmrl.tasks.base import Task, get_task
 from llmrl.tasks.io import read_jsonl
-from llmrl.train.config import Config
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import torch
+
+    from llmrl.config import Root
+    from llmrl.core.types import Sample
+    from llmrl.rollout.base import Generator
 
 
-def build_policy(cfg: Config, path: str | Path | None = None) -> tuple[torch.nn.Module, Any]:
+def build_policy(cfg: Root, path: str | Path | None = None) -> tuple[torch.nn.Module, Any]:
     """The model and its tokenizer: a local HF directory, or the offline tiny model. LoRA adapters are
     added later (after any SFT warm start, so that the reference = adapters off = the warm-started model)."""
     from llmrl.models.loading import load_model, load_tokenizer
@@ -37,38 +41,46 @@ def build_policy(cfg: Config, path: str | Path | None = None) -> tuple[torch.nn.
     return model, tok
 
 
-def build_reference(model: torch.nn.Module, cfg: Config,
+def build_reference(model: torch.nn.Module, cfg: Root, kl_coef: float,
                     ) -> tuple[torch.nn.Module | None, Callable[[], AbstractContextManager[Any]]]:
-    """(reference model, context to enter while scoring with it). None when no KL is used. Under LoRA
-    the reference is the policy itself with its adapters disabled (no second copy in memory)."""
-    if cfg.algo.kl_coef == 0.0:
+    """(KL reference model, context to enter while scoring with it): :func:`reference_policy`, None when no
+    KL is used (``kl_coef`` 0: the RL trainers pass ``algo.kl_coef``)."""
+    if kl_coef == 0.0:
         return None, nullcontext
-    if cfg.model.lora.enabled:
+    return reference_policy(model, cfg.model.lora.enabled)
+
+
+def reference_policy(model: torch.nn.Module, lora: bool, copy: bool = True,
+                     ) -> tuple[torch.nn.Module, Callable[[], AbstractContextManager[Any]]]:
+    """The policy as it is now, frozen, for reference scores or samples: (model, context to enter while using
+    it). Under LoRA (``lora``) the policy itself with its adapters disabled (no second copy in memory), else
+    a frozen deep copy (:func:`llmrl.models.reference_model`), or, with ``copy=False`` (used at once,
+    before any update), the policy itself."""
+    if lora:
         from llmrl.models.lora import adapters_disabled
 
         return model, lambda: adapters_disabled(model)
+    if not copy:
+        return model, nullcontext
     from llmrl.models.loading import reference_model
 
     return reference_model(model), nullcontext
 
 
 def build_generator(model: torch.nn.Module, tokenizer: Any, backend: str = "kvcache") -> Generator:
-    if backend == "kvcache":
-        from llmrl.rollout.sampler import KVCacheSampler
-
-        return KVCacheSampler(model, tokenizer)
-    if backend == "hf":
-        from llmrl.rollout.hf_generate import HFGenerateSampler
-
-        return HFGenerateSampler(model, tokenizer)
-    raise ValueError(f"unknown generator backend {backend!r}; valid: kvcache, hf")
+    """The ``backend`` generator (:data:`llmrl.rollout.base.GENERATORS`: kvcache, hf) of ``model``."""
+    try:
+        factory = GENERATORS.get(backend)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    return factory(model, tokenizer)
 
 
-def build_task(cfg: Config) -> Task:
+def build_task(cfg: Root) -> Task:
     return get_task(cfg.task.name, **cfg.task.options)
 
 
-def build_data(cfg: Config, task: Task) -> tuple[list[Sample], list[Sample]]:
+def build_data(cfg: Root, task: Task) -> tuple[list[Sample], list[Sample]]:
     """(train samples, held-out samples), from files when given, else from the task's generator."""
     t = cfg.task
     req = ("prompt", "answer")

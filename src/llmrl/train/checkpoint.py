@@ -18,9 +18,7 @@ import torch
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
-
-class CheckpointError(RuntimeError):
-    pass
+from llmrl.core.errors import CheckpointError
 
 
 def _fsync_dir(path: Path) -> None:

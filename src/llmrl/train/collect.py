@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llmrl.core.seed import derive_seed
 from llmrl.core.types import Episode, Sample
-from llmrl.models.loading import encode_prompt, render_prompt
 from llmrl.rewards.base import combine_rewards, safe_check
 from llmrl.rollout.base import Generator, SamplingParams
-from llmrl.rollout.multiturn import Environment, rollout_multiturn
+from llmrl.rollout.episodes import generate_episodes
+from llmrl.rollout.multiturn import Environment
 from llmrl.tasks.base import Task
 
 
@@ -44,21 +44,6 @@ class Rollouts:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def generate_episodes(generator: Generator, tokenizer: Any, samples: list[Sample], params: SamplingParams,
-                      chat_template: bool | None, group_offset: int = 0,
-                      env: Environment | None = None, max_turns: int = 1) -> list[Episode]:
-    """``params.n`` episodes per sample; multi-turn when an environment is given."""
-    prompt_ids = [encode_prompt(tokenizer, render_prompt(tokenizer, s, chat_template)) for s in samples]
-    if env is not None and max_turns > 1:
-        return rollout_multiturn(generator, tokenizer, prompt_ids, samples, params, env, max_turns, group_offset)
-    episodes = []
-    for i, (s, ids, gens) in enumerate(zip(samples, prompt_ids, generator.generate(prompt_ids, params))):
-        for g in gens:
-            episodes.append(Episode.single_turn(ids, g.token_ids, g.logprobs, s, completion=g.text,
-                                                group_id=group_offset + i, truncated=g.finish_reason == "length"))
-    return episodes
-
-
 def overlong_penalty(length: int, max_len: int, buffer: int, factor: float) -> float:
     """DAPO soft overlong punishment: 0 up to max_len − buffer, then linear down to −factor at max_len."""
     if buffer <= 0 or length <= max_len - buffer:
@@ -85,42 +70,64 @@ def score_episodes(episodes: list[Episode], task: Task, failure_value: float, ma
         ep.metadata["well_formed"] = safe_check(task.is_well_formed, ep.completion, ep.sample)
 
 
-def collect(generator: Generator, tokenizer: Any, task: Task, data: DataStream, *, prompts: int, params: SamplingParams,
-            chat_template: bool | None, failure_value: float, dynamic_sampling: bool = False,
-            max_rounds: int = 4, overlong_buffer: int = 0, overlong_factor: float = 1.0,
-            env: Environment | None = None, max_turns: int = 1) -> Rollouts:
-    """Generate and score ``prompts`` groups. With dynamic sampling (DAPO), groups whose rewards are all
-    equal carry no signal: they are dropped and more prompts are drawn, for at most ``max_rounds``
-    (if every group was dropped, the last round's groups are returned unchanged)."""
-    kept: list[list[Episode]] = []
-    all_eps: list[Episode] = []
-    rounds, dropped = 0, 0
-    base_seed = params.seed
-    while True:
-        p = SamplingParams(**{**params.__dict__, "seed": None if base_seed is None else base_seed + rounds})
-        eps = generate_episodes(generator, tokenizer, data.next(prompts), p, chat_template,
-                                group_offset=rounds * prompts, env=env, max_turns=max_turns)
-        score_episodes(eps, task, failure_value, params.max_new_tokens, overlong_buffer, overlong_factor)
-        all_eps += eps
-        groups: dict[int, list[Episode]] = defaultdict(list)
-        for e in eps:
-            groups[e.group_id].append(e)
-        for g in groups.values():
-            if dynamic_sampling and len({e.reward for e in g}) == 1:
-                dropped += 1
-            else:
-                kept.append(g)
-        rounds += 1
-        if not dynamic_sampling or len(kept) >= prompts or rounds >= max_rounds:
-            break
-    kept = kept[:prompts]
-    # Nothing informative after max_rounds: train on the last round anyway. Its groups have equal
-    # rewards, so group-relative advantages are 0 and only the KL/entropy terms act; logged as groups_kept=0.
-    episodes = [e for g in kept for e in g] if kept else eps
-    # Metrics describe everything sampled (what the policy does), not only the kept groups.
-    metrics = score_summary(all_eps)
-    metrics.update({"groups_kept": float(len(kept)), "groups_dropped": float(dropped), "sampling_rounds": float(rounds)})
-    return Rollouts(episodes=episodes, metrics=metrics)
+@dataclass
+class Collector:
+    """Generates and scores one RL batch of ``prompts`` groups: ``collector(params) -> Rollouts``. Built once
+    before the loop; the prompts come from ``data`` (whose position is the loop's data state).
+
+    With dynamic sampling (DAPO), groups whose rewards are all equal carry no signal: they are dropped and
+    more prompts are drawn, for at most ``max_rounds`` (if every group was dropped, the last round's groups
+    are returned unchanged). ``overlong_buffer`` / ``overlong_factor``: DAPO's soft overlong punishment
+    (:func:`overlong_penalty`); ``env`` / ``max_turns``: multi-turn episodes."""
+
+    generator: Generator
+    tokenizer: Any
+    task: Task
+    data: DataStream
+    prompts: int
+    chat_template: bool | None
+    failure_value: float
+    dynamic_sampling: bool = False
+    max_rounds: int = 4
+    overlong_buffer: int = 0
+    overlong_factor: float = 1.0
+    env: Environment | None = None
+    max_turns: int = 1
+
+    def __call__(self, params: SamplingParams) -> Rollouts:
+        """The step's rollouts; round r of dynamic sampling uses seed ``params.seed + r``."""
+        prompts, dynamic = self.prompts, self.dynamic_sampling
+        kept: list[list[Episode]] = []
+        all_eps: list[Episode] = []
+        rounds, dropped = 0, 0
+        base_seed = params.seed
+        while True:
+            p = replace(params, seed=None if base_seed is None else base_seed + rounds)
+            eps = generate_episodes(self.generator, self.tokenizer, self.data.next(prompts), p, self.chat_template,
+                                    group_offset=rounds * prompts, env=self.env, max_turns=self.max_turns)
+            score_episodes(eps, self.task, self.failure_value, params.max_new_tokens, self.overlong_buffer,
+                           self.overlong_factor)
+            all_eps += eps
+            groups: dict[int, list[Episode]] = defaultdict(list)
+            for e in eps:
+                groups[e.group_id].append(e)
+            for g in groups.values():
+                if dynamic and len({e.reward for e in g}) == 1:
+                    dropped += 1
+                else:
+                    kept.append(g)
+            rounds += 1
+            if not dynamic or len(kept) >= prompts or rounds >= self.max_rounds:
+                break
+        kept = kept[:prompts]
+        # Nothing informative after max_rounds: train on the last round anyway. Its groups have equal
+        # rewards, so group-relative advantages are 0 and only the KL/entropy terms act; logged as groups_kept=0.
+        episodes = [e for g in kept for e in g] if kept else eps
+        # Metrics describe everything sampled (what the policy does), not only the kept groups.
+        metrics = score_summary(all_eps)
+        metrics.update({"groups_kept": float(len(kept)), "groups_dropped": float(dropped),
+                        "sampling_rounds": float(rounds)})
+        return Rollouts(episodes=episodes, metrics=metrics)
 
 
 def score_summary(episodes: list[Episode]) -> dict[str, float]:

@@ -8,8 +8,9 @@ from typing import Any
 from llmrl.core.seed import derive_seed
 from llmrl.core.types import Sample
 from llmrl.rollout.base import Generator, SamplingParams
+from llmrl.rollout.episodes import generate_episodes
 from llmrl.tasks.base import Task
-from llmrl.train.collect import generate_episodes, score_episodes, score_summary
+from llmrl.train.collect import score_episodes, score_summary
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

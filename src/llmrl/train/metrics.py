@@ -17,15 +17,6 @@ def to_float(v: Any) -> float:
     return float(v)
 
 
-def progress_bar(total: int, desc: str, *, enabled: bool = True, initial: int = 0, **options: Any) -> Any:
-    """A live tqdm bar (imported only when shown), or None when ``enabled`` is false."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, **options)
-
-
 class MetricsLogger:
     """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-from llmrl.train.configbase import to_dict
+from llmrl.core.config import to_dict
 
 
 def prepare_output(cfg: Any) -> Path:

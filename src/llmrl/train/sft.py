@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from llmrl.algos import aggregate
+from llmrl.core.progress import progress_bar
 from llmrl.core.seed import derive_seed
 from llmrl.core.types import Batch, Episode, Sample
 from llmrl.models.loading import encode_prompt, render_prompt
 from llmrl.rewards.base import safe_check
 from llmrl.rollout.base import Generator, SamplingParams
+from llmrl.rollout.episodes import generate_episodes
 from llmrl.tasks.base import Task
-from llmrl.train.collect import generate_episodes
-from llmrl.train.metrics import progress_bar
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.update import policy_logprobs
 
@@ -89,7 +90,7 @@ def rejection_sample(generator: Generator, tokenizer: Any, task: Task, samples: 
                      params: SamplingParams, chat_template: bool | None) -> list[tuple[Sample, str]]:
     """Sample ``k`` completions per prompt; keep those ``task.accept_for_sft`` accepts (by default the
     verified-correct ones), distinct texts per prompt."""
-    p = SamplingParams(**{**params.__dict__, "n": k})
+    p = replace(params, n=k)
     eps = generate_episodes(generator, tokenizer, samples, p, chat_template)
     kept, seen = [], set()
     for e in eps:

@@ -63,9 +63,10 @@ def sequence_logprobs(model: torch.nn.Module, batch: Batch, temperature: float, 
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossSpec:
-    """Everything the update needs to know about the objective."""
+    """Everything the update needs to know about the objective (immutable: a step whose β changes uses
+    ``dataclasses.replace(spec, kl_coef=β)``)."""
 
     loss: str
     loss_options: dict[str, Any]

@@ -1,0 +1,186 @@
+"""The critic of the RL loop (PPO's learned value model, or DVPO's frozen global value model).
+
+A :class:`~llmrl.models.value_head.ScalarHeadModel` gives V(s_t) for every position; ``values[b, t]`` is
+read at position t of the sequence, the state before target token t+1 (the alignment of
+:class:`~llmrl.core.types.Batch`). Per RL step the loop calls:
+
+* :meth:`Critic.values` once on the rollout batch (no grad) → ``batch.values``, the old values, which
+  are also the ``baseline`` of the ``gae`` advantage estimator;
+* :meth:`Critic.targets` → ``batch.returns`` = GAE returns A + V with the estimator's γ and λ;
+* :meth:`Critic.update` on every minibatch: one AdamW step on vf_coef · :func:`llmrl.algos.value_loss`
+  (clipped, token-mean over the minibatch's policy tokens, micro-batched).
+
+Modes (``critic`` config section):
+
+* separate (default): a copy of the policy's transformer (or ``critic.path``) with its own optimizer.
+* ``share_backbone``: the head sits on the policy's own transformer. The value loss is added to the
+  policy loss (``LossSpec.aux`` = :meth:`Critic.joint_loss`) and one optimizer steps the policy and the
+  head; during the critic warm-up steps only the head is trained, on detached features.
+* ``frozen`` (DVPO): values only; :meth:`update` does nothing and nothing is checkpointed but the step.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from llmrl.algos import explained_variance, gae, value_loss
+from llmrl.algos.value import gae_advantages
+from llmrl.core.errors import ConfigError
+from llmrl.core.seed import derive_seed
+from llmrl.models.value_head import ScalarHeadModel, load_scalar_model, scalar_model_from_policy
+from llmrl.train.optim import build_optimizer
+from llmrl.train.update import micro_batches
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from llmrl.config import Config
+    from llmrl.core.types import Batch
+
+
+class Critic:
+    def __init__(self, model: ScalarHeadModel, *, shared: bool = False, frozen: bool = False, lr: float = 5e-6,
+                 betas: tuple[float, float] | list[float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, grad_clip: float = 1.0, vf_coef: float = 1.0,
+                 value_clip: float | None = 0.2, micro_batch_size: int = 0, gamma: float = 1.0,
+                 lam: float = 0.95) -> None:
+        self.model, self.shared, self.frozen = model.eval(), shared, frozen  # eval: no dropout
+        self.grad_clip, self.vf_coef, self.value_clip = grad_clip, vf_coef, value_clip
+        self.micro_batch_size, self.gamma, self.lam = micro_batch_size, gamma, lam
+        self.optimizer: torch.optim.Optimizer | None = None
+        if frozen:
+            model.requires_grad_(False)
+        else:
+            own = model.head.parameters() if shared else model.parameters()
+            self.optimizer = build_optimizer(own, lr, weight_decay, betas, eps)
+
+    # ------------------------------------------------------------------------------------------ values
+    def _values(self, mb: Batch, backbone_grad: bool = True) -> Tensor:
+        """V(s_t) per target position of ``mb``.  -> [b, l-1] (float32)"""
+        if self.shared and not backbone_grad:
+            with torch.no_grad():
+                h = self.model.hidden_states(mb.input_ids)
+            return self.model.head(h).squeeze(-1).float()[:, :-1]
+        return self.model(mb.input_ids)[:, :-1]  # right padding: causal attention is exact for real tokens
+
+    @torch.no_grad()
+    def values(self, batch: Batch) -> Tensor:
+        """Values of the whole batch (no grad), 0 where the mask is 0.  -> [B, L-1]"""
+        out = torch.zeros_like(batch.mask)
+        for idx, mb in micro_batches(batch, self.micro_batch_size):
+            v = self._values(mb)
+            out[idx, : v.shape[1]] = v.to(out.dtype)
+        return out * batch.mask
+
+    def targets(self, rewards: Tensor, batch: Batch) -> Tensor:
+        """GAE returns A + V of the batch (the value targets).  -> [B, L-1]"""
+        assert batch.values is not None, "values must be computed first"
+        return gae(rewards, batch.values, batch.mask, self.gamma, self.lam)[1]
+
+    # ---------------------------------------------------------------------------------------- training
+    def joint_loss(self, mb: Batch, num_seqs: float, num_tokens: float,
+                   backbone_grad: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """vf_coef × the clipped value loss of a micro-batch, normalised by the minibatch's token count
+        (summing over micro-batches gives the minibatch loss). Also the ``aux`` term of the policy loss
+        under ``share_backbone``."""
+        assert mb.values is not None and mb.returns is not None, "values and returns must be computed first"
+        v = self._values(mb, backbone_grad)
+        loss, m = value_loss(v, mb.values, mb.returns, mb.mask, clip=self.value_clip, agg="token-mean",
+                             num_seqs=num_seqs, num_tokens=num_tokens)
+        return self.vf_coef * loss, {"critic/vf_loss": loss.detach(), **{f"critic/{k}": x for k, x in m.items()}}
+
+    def update(self, mb: Batch, policy_step: bool) -> dict[str, float]:
+        """One critic optimizer step on minibatch ``mb``; metrics. Nothing happens when frozen, or when the
+        head shares the policy's backbone and the policy steps too (the value loss is then in its loss)."""
+        if self.optimizer is None or (self.shared and policy_step):
+            return {}
+        self.optimizer.zero_grad(set_to_none=True)
+        num_seqs, num_tokens = float(mb.size), float(mb.mask.sum().clamp(min=1))
+        sums: dict[str, float] = {}
+        for _, micro in micro_batches(mb, self.micro_batch_size):
+            loss, metrics = self.joint_loss(micro, num_seqs, num_tokens, backbone_grad=not self.shared)
+            if not torch.isfinite(loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                return {"critic/skipped": 1.0}
+            loss.backward()
+            for k, x in metrics.items():
+                sums[k] = sums.get(k, 0.0) + micro.size / num_seqs * float(x)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf)
+        if not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"critic/skipped": 1.0}
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**sums, "critic/grad_norm": float(norm)}
+
+    def joint_parameters(self) -> list[nn.Parameter]:
+        """Parameters the POLICY optimizer must also step (the head, under share_backbone)."""
+        return list(self.model.head.parameters()) if self.shared and not self.frozen else []
+
+    @staticmethod
+    def batch_metrics(batch: Batch) -> dict[str, float]:
+        """Explained variance of the old values w.r.t. the returns, and their means."""
+        assert batch.values is not None and batch.returns is not None
+        ev = explained_variance(batch.values, batch.returns, batch.mask)
+        n = batch.mask.sum().clamp(min=1)
+        return {"critic/explained_variance": float(ev),
+                "critic/value_old": float((batch.values * batch.mask).sum() / n),
+                "critic/return_mean": float((batch.returns * batch.mask).sum() / n)}
+
+    # -------------------------------------------------------------------------------------- state / io
+    def module(self) -> nn.Module:
+        """What a checkpoint must hold: the head under share_backbone (the policy holds the rest)."""
+        return self.model.head if self.shared else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    def save(self, path: str | Path, tokenizer: Any = None) -> Path:
+        return self.model.save(path, tokenizer)
+
+
+def build_critic(policy: nn.Module, cfg: Config) -> Critic | None:
+    """The critic configured by ``cfg.critic`` (None unless ``algo.advantage`` is gae): from
+    ``critic.path``, else from the policy's current weights (call before any RL update or resume)."""
+    c, a = cfg.critic, cfg.algo
+    if a.advantage != "gae":
+        return None
+    if c.path:
+        model = load_scalar_model(c.path, dtype=cfg.model.dtype)
+        _check_vocab(model, policy, c.path)
+    elif c.share_backbone:
+        model = scalar_model_from_policy(policy, share=True, seed=derive_seed(cfg.seed, "critic"))
+    else:
+        from llmrl.models.lora import is_peft_model
+
+        base = copy.deepcopy(policy).merge_and_unload() if is_peft_model(policy) else policy  # type: ignore[operator]
+        model = scalar_model_from_policy(base, seed=derive_seed(cfg.seed, "critic"))
+    o = cfg.optim
+    defaults = {k: p.default for k, p in inspect.signature(gae_advantages).parameters.items()}
+    gamma, lam = (float(a.advantage_options.get(k, defaults[k])) for k in ("gamma", "lam"))  # the estimator's
+    return Critic(model, shared=c.share_backbone, frozen=c.frozen, lr=c.lr, betas=o.betas, eps=o.eps,
+                  weight_decay=o.weight_decay, grad_clip=c.grad_clip, vf_coef=c.vf_coef, value_clip=c.value_clip,
+                  micro_batch_size=c.micro_batch_size or a.micro_batch_size, gamma=gamma, lam=lam)
+
+
+def _check_vocab(critic: ScalarHeadModel, policy: nn.Module, path: str) -> None:
+    """The critic reads the policy's token ids: its embedding table must cover the policy's vocabulary."""
+    n_critic = critic.backbone.get_input_embeddings().num_embeddings
+    n_policy = policy.get_input_embeddings().num_embeddings  # type: ignore[operator]
+    if n_critic != n_policy:
+        raise ConfigError(f"critic.path: {path} has {n_critic} token embeddings but the policy has {n_policy}; "
+                          "the critic must use the policy's tokenizer")
+
+
+__all__ = ["Critic", "build_critic"]

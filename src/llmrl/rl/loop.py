@@ -1,0 +1,119 @@
+"""The RL loop: collect → reward → advantage → epochs × minibatches → step → log / eval / checkpoint."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from llmrl.algos import ADVANTAGES, KLController, kl_estimate, sequence_kl, token_rewards
+from llmrl.core.seed import derive_seed, rng_state, seed_everything
+from llmrl.core.types import Batch
+from llmrl.rl.baselines import build_baseline
+from llmrl.rl.critic import build_critic
+from llmrl.rl.rewarding import SequenceRewards
+from llmrl.train.checkpoint import save_checkpoint
+from llmrl.train.collect import DataStream
+from llmrl.train.guard import BadSteps, eval_due, open_log, resume_state, save_due
+from llmrl.train.optim import build_optimizer, build_scheduler
+from llmrl.train.run import RunParts, build_collector, build_run, evaluate_run, finish_run, sampling_params
+from llmrl.train.update import LossSpec, optimizer_step, sequence_logprobs
+
+if TYPE_CHECKING:
+    from llmrl.config import Config
+
+
+def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
+    """Run RL as configured; returns the summary (also written to ``<output_dir>/summary.json``)."""
+    t0 = time.time()
+    seed_everything(cfg.seed)
+    run: RunParts = build_run(cfg, resume, cfg.algo.kl_coef)  # model, reference, generator, task, data, SFT
+    a, o, out = cfg.algo, cfg.optim, Path(cfg.output_dir)
+    critic, scorer = build_critic(run.model, cfg), SequenceRewards(cfg, run)  # both copy the initial policy
+    warm = cfg.critic.warmup_steps if critic is not None else 0  # RL steps that train only the critic
+    optimizer = build_optimizer([*run.model.parameters(), *(critic.joint_parameters() if critic else [])],
+                                o.lr, o.weight_decay, o.betas, o.eps)
+    scheduler = build_scheduler(optimizer, o.warmup_steps, max(cfg.steps - warm, 0) * a.epochs * a.minibatches,
+                                o.schedule)
+    data = DataStream(run.train, cfg.seed)
+    collect = build_collector(run, cfg, data, a.reward_failure_value)  # groups of completions, scored
+    baseline = build_baseline(cfg, run)  # what the estimator subtracts (remax: greedy reward, ...), or None
+    kl_ctl = KLController(a.kl_coef, a.kl_target, a.kl_horizon)  # β of the KL penalty: fixed or adaptive
+    stateful = {"baseline": baseline, "kl_ctl": kl_ctl, "rewards": scorer, **({"critic": critic} if critic else {})}
+    extra = {"critic": critic.module()} if critic is not None and not critic.frozen else {}
+    bad = BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")
+    state = resume_state(out, resume, run.model, optimizer, scheduler, extra)
+    if state is not None:
+        data.position, bad.count = state["data_position"], state["bad_steps"]
+        for key in stateful.keys() & state.keys():
+            stateful[key].load_state_dict(state[key])
+    log, run.before = open_log(out, state, lambda: evaluate_run(run, cfg, step=0))
+    spec = LossSpec(loss=a.loss, loss_options=a.loss_options, agg=a.loss_agg,
+                    agg_constant=a.agg_constant or float(cfg.rollout.max_new_tokens),
+                    temperature=cfg.rollout.temperature, kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef,
+                    aux=critic.joint_loss if critic is not None and critic.shared else None)
+    start = state["step"] if state is not None else 0
+    bar = run.progress(cfg.steps, start)
+    for step in range(start + 1, cfg.steps + 1):
+        t_step = time.time()
+        # 1. generate groups of completions and score them (task reward / reward model → length pen. → shaping)
+        ro = collect(sampling_params(cfg, seed=derive_seed(cfg.seed, "rollout", step)))
+        batch = Batch.collate(ro.episodes, run.pad_id)
+        if cfg.rollout.overlong_filter:
+            batch.mask[torch.tensor([e.truncated for e in ro.episodes])] = 0.0
+        batch.scores, score_metrics = scorer(ro.episodes, step)
+        t_gen = time.time()
+        # 2. old log-probs (the sampler's unless asked to recompute), the reference's, the critic's values
+        if a.recompute_logprobs:
+            batch.old_logprobs = sequence_logprobs(run.model, batch, cfg.rollout.temperature, a.micro_batch_size)
+        if run.ref is not None:
+            batch.ref_logprobs = sequence_logprobs(run.ref, batch, cfg.rollout.temperature, a.micro_batch_size,
+                                                   run.ref_context)
+        batch.values = critic.values(batch) if critic is not None else None  # [B, T]
+        # 3. advantages: token rewards (score on the last token, KL penalty β = kl_ctl.value) → registered estimator
+        kl = kl_estimate(batch.old_logprobs, batch.ref_logprobs, a.kl_estimator) if run.ref is not None else None
+        beta = kl_ctl.value  # β of this step: in the reward (kl_in_reward) or as a loss term
+        rewards = token_rewards(batch.scores * a.sequence_reward, batch.mask, kl, beta * a.kl_in_reward)  # [B, T]
+        batch.advantages = ADVANTAGES.get(a.advantage)(rewards, batch.mask, group_ids=batch.group_ids,
+                                                       baseline=baseline(rewards, batch, ro.episodes, step),
+                                                       **a.advantage_options)
+        if critic is not None:
+            batch.returns = critic.targets(rewards, batch)  # GAE returns: the value targets
+            score_metrics.update(critic.batch_metrics(batch))
+        if kl is not None:
+            kl_ctl.update(float(sequence_kl(kl, batch.mask)), batch.size)
+        t_score = time.time()
+        # 4. update: epochs × shuffled minibatches, each one optimizer step (micro-batched)
+        step_spec = replace(spec, kl_coef=0.0 if a.kl_in_reward else beta)  # KL as a loss term, or not
+        upd_sum: dict[str, float] = {}
+        for epoch in range(a.epochs):
+            order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, step, epoch)))
+            for idx in order.chunk(a.minibatches):
+                mb = batch.select(idx)
+                upd = critic.update(mb, policy_step=step > warm) if critic is not None else {}
+                ok, pol = (optimizer_step(run.model, optimizer, scheduler, mb, step_spec, a.micro_batch_size,
+                                          o.grad_clip) if step > warm else (True, {}))
+                upd.update(pol)
+                for k, v in upd.items():  # metrics of the step's optimizer updates, averaged
+                    upd_sum[k] = upd_sum.get(k, 0.0) + v / (a.epochs * a.minibatches)
+                bad(ok, step, upd)  # skipped: warns; TrainingAborted after optim.max_bad_steps in a row
+        # 5. log, evaluate, checkpoint
+        t_end = time.time()
+        rec = log.log(step, {**ro.metrics, **score_metrics, **upd_sum, "kl_coef": beta,
+                             "lr": scheduler.get_last_lr()[0], "time/generate": t_gen - t_step,
+                             "time/score": t_score - t_gen, "time/update": t_end - t_score})
+        if eval_due(step, cfg.eval.every, cfg.steps):
+            run.last_eval = log.log(step, evaluate_run(run, cfg, step), kind="eval")
+        if save_due(step, cfg.save_every, cfg.steps):
+            save_checkpoint(out / "checkpoints", step, run.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
+                            state={"data_position": data.position, "bad_steps": bad.count, "rng": rng_state(),
+                                   **{k: obj.state_dict() for k, obj in stateful.items()}}, extra_models=extra)
+        run.show(bar, step, rec, cfg.log_every)
+    if bar is not None:
+        bar.close()
+    if critic is not None and not critic.frozen:
+        critic.save(out / "critic_model", run.tokenizer)
+    return finish_run(run, cfg, log, t0)
