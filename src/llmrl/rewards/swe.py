@@ -1,62 +1,105 @@
 """SWE-RL patch-similarity reward (arXiv 2502.18449; PAPERS.md §2), search/replace and unified-diff forms.
 
-Search/replace reward (:func:`swe_rl_reward`), as in facebookresearch/swe-rl ``core/reward.py``:
+The definitions are those of facebookresearch/swe-rl ``src/swerl/core/reward.py``
+(``calculate_search_replace_reward`` and ``calculate_reward_unidiff``); results are equal to its results
+(``==``; benchmarks/fidelity_swe.py counts disagreements) except where a bound below applies.
 
-1. format gate: ``<think>``, ``</think>``, ``<solution>``, ``</solution>`` each occur exactly once, in that
-   order, and the thought (stripped) is non-empty; the solution is the stripped text between the
-   solution tags;
-2. edits = every match of ```` ```.*?\\n### (.*)\\n<<<<<<< SEARCH\\n([\\s\\S]*?)\\n=======\\n([\\s\\S]*?)
-   \\n>>>>>>> REPLACE\\n``` ```` in the solution, grouped by path in order; none → format error;
+Search/replace reward (:func:`swe_rl_reward`):
+
+1. format gate (:func:`split_think_solution`): ``<think>``, ``</think>``, ``<solution>``,
+   ``</solution>`` each occur exactly once, in ANY order; the thought is the text after ``<think>`` up to
+   the first ``</think>`` after it (to the end of the completion if there is none after it), the solution
+   likewise between ``<solution>`` and ``</solution>``, both stripped; the thought must be non-empty.
+   ``require_order=True`` also requires the four tags in that order (a stricter, non-reference gate);
+2. edits = every match of :data:`SEARCH_REPLACE_REGEX` in the solution, grouped by path in order; none →
+   format error;
 3. per path: content = "\\n" + file (missing file → ""); for each (search, replace): search == replace
    or "\\n"+search not in content → format error; else replace ALL occurrences of "\\n"+search by
    "\\n"+replace; drop the leading "\\n";
 4. patch(old, new) = "\\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="",
    n=3)) without its 2 header lines; empty patches are dropped (predicted and oracle alike);
-5. per path p in pred ∪ oracle: s_p = SequenceMatcher(None, pred_p, oracle_p, autojunk=False).ratio(),
-   0 when either side has no patch for p;
-6. reward = mean_p s_p ∈ [0, 1]; 1.0 when both patch sets are empty; −1.0 on any format error.
+5. per path p in pred ∪ oracle: s_p = ``SequenceMatcher(None, pred_p, oracle_p, autojunk=False).ratio()``,
+   0 when either side has no (or an empty) patch for p;
+6. reward = Σ_p s_p / |paths| ∈ [0, 1], summed in the reference's order (the iteration order of
+   ``set(oracle.keys()).union(set(pred.keys()))``, which CPython fixes per process and hash seed), so the
+   float is the reference's to the last bit; 1.0 when both patch sets are empty; −1.0 on a format error.
 
-Unified-diff reward (:func:`swe_rl_diff_reward`): the predicted diff (the solution part, or the whole
-completion with ``require_format=False``; the concatenated ```` ``` ```` blocks inside it if it has any)
-and the oracle diff are split into files by :func:`parse_unified_diff`; per file the compared text is
-``"rename from A to B"`` (renames only) + "\\n" + the hunks (``@@ -a,b +c,d @@ section`` header + body,
-each stripped), joined by "\\n" and stripped, as swe-rl builds it with ``unidiff``. Binary files and
-files with an empty text (mode-only changes) are skipped. Steps 5–6 as above; an unparsable prediction
-(no file header, a malformed hunk) → −1.0; an unparsable oracle raises ``ValueError``.
+Unified-diff reward (:func:`swe_rl_diff_reward`): the predicted diff is the solution (gate as in step 1;
+−1.0 if it fails) or, with ``require_format=False``, the whole completion -- then the reward is exactly
+the reference's ``calculate_reward_unidiff([oracle_patch], [completion])``. Each diff is split into per-file
+change texts by :func:`~llmrl.rewards.swe_diff.parse_unified_diff` (the ``unidiff`` library, as the
+reference); an unparsable diff counts as one with no files (so it scores 0 against a non-empty oracle --
+the reference's rule); ``strict=True`` scores an unparsable or file-less prediction −1.0 instead. A file
+with an empty change text (e.g. a mode change) still counts as a path (scoring 0). Steps 5–6 as above.
+Note the gate strips the solution, so a diff whose last hunk line is an empty context line loses it and
+fails to parse -- a reference quirk, kept.
 
-Bounds (deviations only for inputs far outside real patches; each is a keyword argument):
+Bounds (deviations only for input far outside real patches; each is a keyword argument):
 
-* parsing is linear in the completion length (the regex above is evaluated by an equivalent scanner
-  with memoised ``str.find`` calls; ``re.findall`` can go quadratic on adversarial text);
+* parsing is linear in the completion length (the regex of step 2 is evaluated by an equivalent scanner
+  with memoised ``str.find`` calls; ``re.findall`` can go quadratic on adversarial text); unidiff is linear
+  except on crafted header lines, refused as unparsable (see :mod:`llmrl.rewards.swe_diff`), but costs up
+  to ~4 µs per line, so a predicted diff of ``max_diff_lines`` (default 100,000) lines or more is treated
+  as unparsable (≤ ~0.4 s; a 50 KB patch has ~1,500 lines);
 * applying edits reads at most ``max_edit_chars`` (default 2**24) characters in total -- Σ over edits
   of the current file length -- and no edited file may exceed it; otherwise the output counts as a
   format error (−1). Real edits use a few hundred KB at most; this stops replace-all blow-ups;
-* SequenceMatcher is quadratic in the worst case, so when a patch is longer than ``max_patch_chars``
-  (default 5000) the matches are counted on the first ``max_patch_chars`` characters of each side and
-  divided by the FULL lengths: s = 2·M_prefix/(|pred| + |oracle|) ≤ 1 (identical patches still score
-  1.0). Cost per compared file is then O(max_patch_chars²): ≤ ~1.5 s worst case (3-symbol text),
-  ~0.25 s for code, on the 2-core reference CPU. Only paths with a patch on both sides are compared
-  (≤ number of oracle files); the rest score 0 at no cost.
+* similarity: ``SequenceMatcher`` (``cydifflib``'s C port, equal to ``difflib``'s to the bit and ~25x
+  faster; ``difflib`` if it is missing) is exact up to a work budget, ``max_similarity_work`` per reward
+  call (None: no budget, always exact). See :func:`bounded_similarity`: the matcher's recursion is run
+  node by node on sliced sub-problems, each node's work counted exactly before it runs (``W`` = Σ_c
+  count_a[c]·count_b[c] over the node's two slices, the number of inner-loop steps of
+  ``find_longest_match``, plus per-character costs of the slices); a node that does not fit in what is
+  left of the budget is skipped with everything below it, so the score is then 2·M'/(|a|+|b|) with M'
+  the characters of the reference's own matching blocks that were found: never above the exact value,
+  1.0 for identical patches, in [0, 1].
 
-Time bound: everything except the similarity step is linear, ≈ 0.2 s per MB of completion on the
-reference CPU; tests/test_swe_reward.py asserts that 1 MB completions (against small oracles) score in
-under 3 s.
+Measurements behind the budget (2-core AMD EPYC VM shared with other jobs, CPython 3.11, cydifflib 1.2):
+one unit of work costs 4-9 ns (load-dependent). ``W`` of the first node alone is not a bound: on
+``"+a\\n"`` vs ``"+b\\n"`` repeated N times every match is 2 characters long, the recursion has ~2N
+nodes and the total work is ~2N³/3 against W = 2N² (N = 3,000: 1.8e10 units; 80 s here, 95 s for
+cydifflib's own ``ratio()``). Slicing is also 1.3-1.8x faster than ``ratio()`` on real patches (a 57 KB /
+52 KB pair: 4.6 s vs 8.2 s). Realistic pairs (benchmarks/fidelity_swe_cases.py ``patch_pair``: most
+functions of a module rewritten, the prediction differing in a third of them) need: 15 KB each 4e7 units
+(0.25 s), 38 KB 2.0-2.5e8 (1.7-2.1 s), 49 KB 3.3e8 (2.5 s), 59/55 KB 5.4e8. Hence ``MAX_SIMILARITY_WORK``
+= 4e8: exact for realistic patches up to ~50 KB each, at most ~2-3.5 s of matching on any input.
+
+Time bound: tests/test_swe_reward.py asserts that 1 MB completions against small oracles score in under
+3 s. The worst whole calls measured by benchmarks/fidelity_swe.py (1 MB adversarial completions, long and
+low-diversity patches, any oracle) take 2.5 s: a search/replace edit that spends the whole budget on
+many small nodes, an edit replacing every line start up to the ``max_edit_chars`` cap (a 16 MB file:
+its line diff takes most of it), and a low-diversity diff padded with empty lines to just under the line
+limit (2.0 s). The previous 5,000-character prefix rule (documented as ≤ 1.5 s) took 330-380 s on the
+low-diversity ones.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
+import warnings
+from collections import Counter
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from llmrl.rewards.format import tags_in_order
-from llmrl.rewards.localization import fenced_blocks
+from llmrl.rewards.swe_diff import parse_unified_diff
+
+try:
+    from cydifflib import SequenceMatcher
+
+    _SLOWDOWN = 1
+except ImportError:  # pragma: no cover - cydifflib is a core dependency; difflib gives equal results
+    from difflib import SequenceMatcher
+
+    _SLOWDOWN = 25  # pure-Python difflib: the same budget in seconds covers 1/25 of the work
 
 FORMAT_ERROR = -1.0
 MAX_EDIT_CHARS = 1 << 24
-MAX_PATCH_CHARS = 5000
+MAX_SIMILARITY_WORK = 400_000_000
+MAX_DIFF_LINES = 100_000
+A_CHAR_WORK = 24  # work units per character of a node's first slice (Counter + scan)
+B_CHAR_WORK = 96  # ... and of its second slice (Counter + the matcher's index of it)
 SEARCH_REPLACE_REGEX = (
     r"```.*?\n### (.*)\n<<<<<<< SEARCH\n([\s\S]*?)\n=======\n([\s\S]*?)\n>>>>>>> REPLACE\n```"
 )
@@ -68,17 +111,25 @@ _END = "\n>>>>>>> REPLACE\n```"
 Edits = dict[str, list[tuple[str, str]]]
 
 
-def split_think_solution(completion: str) -> tuple[str, str] | None:
-    """(thought, solution), both stripped, if the four tags each occur once in order and the thought is
-    non-empty; else None (format error)."""
+def _between(text: str, start_tag: str, end_tag: str) -> str:
+    """Text after the (single) ``start_tag`` up to the first ``end_tag`` after it, or to the end."""
+    start = text.find(start_tag) + len(start_tag)
+    end = text.find(end_tag, start)
+    return text[start : end if end >= 0 else len(text)].strip()
+
+
+def split_think_solution(completion: str, *, require_order: bool = False) -> tuple[str, str] | None:
+    """(thought, solution), both stripped, if each of the four tags occurs exactly once (in order, with
+    ``require_order``) and the thought is non-empty; else None (format error). See the module docstring."""
     if not isinstance(completion, str):
         return None
-    if not tags_in_order(completion, _TAGS):
+    if require_order:
+        if not tags_in_order(completion, _TAGS):
+            return None
+    elif any(completion.count(tag) != 1 for tag in _TAGS):
         return None
-    positions = [completion.find(tag) for tag in _TAGS]
-    thought = completion[positions[0] + len(_TAGS[0]) : positions[1]].strip()
-    solution = completion[positions[2] + len(_TAGS[2]) : positions[3]].strip()
-    return (thought, solution) if thought else None
+    thought = _between(completion, "<think>", "</think>")
+    return (thought, _between(completion, "<solution>", "</solution>")) if thought else None
 
 
 class _Finder:
@@ -169,33 +220,86 @@ def make_patch(old: str, new: str) -> str:
 _oracle_patch = lru_cache(maxsize=512)(make_patch)  # oracle contents repeat across rollouts
 
 
-def patch_similarity(pred: str, oracle: str, *, max_patch_chars: int = MAX_PATCH_CHARS) -> float:
-    """``SequenceMatcher(None, pred, oracle, autojunk=False).ratio()`` (0.0 if either is empty), bounded
-    as described in the module docstring when a side is longer than ``max_patch_chars``."""
+class Similarity(NamedTuple):
+    """A :func:`bounded_similarity` result: the score, the work spent (units of the module docstring),
+    and whether the score is exact (else the lower bound described there)."""
+
+    score: float
+    work: int
+    exact: bool
+
+
+def bounded_similarity(pred: str, oracle: str, max_work: int | None = MAX_SIMILARITY_WORK) -> Similarity:
+    """``SequenceMatcher(None, pred, oracle, autojunk=False).ratio()`` (0.0 if either side is empty)
+    computed within ``max_work`` units of work (None: unbounded), else a lower bound of it.
+
+    The reference's ``get_matching_blocks`` recursion, node by node: a node (alo, ahi, blo, bhi) finds the
+    longest match of ``pred[alo:ahi]`` in ``oracle[blo:bhi]`` -- run on the two slices, which returns the
+    same block as the range query on the whole strings (ties are broken by position, which slicing keeps)
+    without the range query's wasted steps over ``oracle[:blo]`` -- and queues the parts left and right of
+    it. A node costs ``A_CHAR_WORK``·len(a) + ``B_CHAR_WORK``·len(b) + Σ_c count_a[c]·count_b[c] for its
+    slices a, b; that last term is exactly the number of inner-loop steps of ``find_longest_match``. The
+    matched characters M sum to the reference's, and ``2.0 * M / (len(pred) + len(oracle))`` is the same
+    float as ``ratio()``. A node whose cost exceeds what is left is skipped, with its sub-tree."""
     if not pred or not oracle:
-        return 0.0
+        return Similarity(0.0, 0, True)
     if pred == oracle:
-        return 1.0
-    if len(pred) <= max_patch_chars and len(oracle) <= max_patch_chars:
-        return difflib.SequenceMatcher(None, pred, oracle, autojunk=False).ratio()
-    matcher = difflib.SequenceMatcher(None, pred[:max_patch_chars], oracle[:max_patch_chars], autojunk=False)
-    matches = sum(block.size for block in matcher.get_matching_blocks())
-    return 2.0 * matches / (len(pred) + len(oracle))
+        return Similarity(1.0, 0, True)
+    limit = None if max_work is None else max_work // _SLOWDOWN
+    matched = spent = 0
+    exact = True
+    stack = [(0, len(pred), 0, len(oracle))]
+    while stack:
+        alo, ahi, blo, bhi = stack.pop()
+        a, b = pred[alo:ahi], oracle[blo:bhi]
+        cost = A_CHAR_WORK * len(a) + B_CHAR_WORK * len(b)
+        if limit is not None and spent + cost > limit:
+            exact = False
+            continue
+        spent += cost
+        counts_b = Counter(b)
+        steps = sum(n * counts_b.get(ch, 0) for ch, n in Counter(a).items())
+        if limit is not None and spent + steps > limit:
+            exact = False
+            continue
+        spent += steps
+        i, j, k = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
+        if k:
+            matched += k
+            if i and j:
+                stack.append((alo, alo + i, blo, blo + j))
+            if i + k < len(a) and j + k < len(b):
+                stack.append((alo + i + k, ahi, blo + j + k, bhi))
+    return Similarity(2.0 * matched / (len(pred) + len(oracle)), spent * _SLOWDOWN, exact)
+
+
+def patch_similarity(
+    pred: str, oracle: str, *, max_similarity_work: int | None = MAX_SIMILARITY_WORK
+) -> float:
+    """The score of :func:`bounded_similarity`: the reference's ratio, exact within the work budget."""
+    return bounded_similarity(pred, oracle, max_similarity_work).score
 
 
 def mean_similarity(
-    pred: Mapping[str, str], oracle: Mapping[str, str], *, max_patch_chars: int = MAX_PATCH_CHARS
+    pred: Mapping[str, str],
+    oracle: Mapping[str, str],
+    *,
+    max_similarity_work: int | None = MAX_SIMILARITY_WORK,
 ) -> float:
-    """Mean per-path similarity over the union of paths with a non-empty patch; 1.0 if there is none."""
-    pred = {path: patch for path, patch in pred.items() if patch}
-    oracle = {path: patch for path, patch in oracle.items() if patch}
-    paths = sorted(set(pred) | set(oracle))
+    """Mean per-path similarity over every path of ``pred`` and ``oracle`` (a missing or empty side
+    scores 0), 1.0 if there is none; the mean is summed in the reference's order (module docstring, step
+    6). The work budget is shared by the paths, taken in sorted order."""
+    paths = set(oracle.keys()).union(set(pred.keys()))
     if not paths:
         return 1.0
-    scores = [
-        patch_similarity(pred.get(p, ""), oracle.get(p, ""), max_patch_chars=max_patch_chars) for p in paths
-    ]
-    return sum(scores) / len(scores)
+    left = max_similarity_work
+    scores: dict[str, float] = {}
+    for path in sorted(paths):
+        result = bounded_similarity(pred.get(path, ""), oracle.get(path, ""), left)
+        scores[path] = result.score
+        if left is not None:
+            left = max(0, left - result.work)
+    return sum(scores[path] for path in paths) / len(paths)
 
 
 def swe_rl_reward(
@@ -203,14 +307,16 @@ def swe_rl_reward(
     files: Mapping[str, str],
     oracle_files: Mapping[str, str],
     *,
+    require_order: bool = False,
     max_edit_chars: int = MAX_EDIT_CHARS,
-    max_patch_chars: int = MAX_PATCH_CHARS,
+    max_similarity_work: int | None = MAX_SIMILARITY_WORK,
 ) -> float:
     """SWE-RL search/replace reward: −1.0 on a format error, else the mean patch similarity in [0, 1].
 
     ``files``: path → content before the fix (the files shown in the prompt); ``oracle_files``: path →
-    content after the oracle fix, for the changed paths. Never raises on model output."""
-    parts = split_think_solution(completion)
+    content after the oracle fix, for the changed paths. ``require_order``: also require the tags in
+    order. Never raises on model output."""
+    parts = split_think_solution(completion, require_order=require_order)
     if parts is None:
         return FORMAT_ERROR
     edits = parse_search_replace(parts[1])
@@ -221,140 +327,48 @@ def swe_rl_reward(
         return FORMAT_ERROR
     pred = {path: make_patch(files.get(path, ""), content) for path, content in new_files.items()}
     oracle = {path: _oracle_patch(files.get(path, ""), content) for path, content in oracle_files.items()}
-    return mean_similarity(pred, oracle, max_patch_chars=max_patch_chars)
-
-
-_HUNK_RE = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@[ ]?(.*)")
-
-
-def _strip_prefix(name: str, prefix: str) -> str:
-    return name[len(prefix) :] if name.startswith(prefix) else name
-
-
-def _file_key(entry: dict[str, Any]) -> tuple[str, str]:
-    """(path, header) of one parsed file, following unidiff's ``path`` / swe-rl's rename header."""
-    source, target = entry["source"], entry["target"]
-    if entry["rename"]:
-        src, dst = _strip_prefix(source, "a/"), _strip_prefix(target, "b/")
-        return src, f"rename from {src} to {dst}"
-    if source.startswith("a/") and (target.startswith("b/") or target == "/dev/null"):
-        return source[2:], ""
-    if source == "/dev/null" and target.startswith("b/"):
-        return target[2:], ""
-    return source, ""
-
-
-def parse_unified_diff(text: str) -> dict[str, str] | None:
-    """path → normalised per-file change text (see the module docstring), or None if unparsable: a hunk
-    outside a file, a bad ``@@`` header, or a hunk body that does not match its line counts, or no file
-    header (``diff --git``, ``---``/``+++`` pair, or ``Binary files ... differ``) at all. Linear time."""
-    if not isinstance(text, str):
-        return None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    entries: list[dict[str, Any]] = []
-    cur: dict[str, Any] | None = None
-
-    def new_file(source: str, target: str) -> dict[str, Any]:
-        entry = {
-            "source": source,
-            "target": target,
-            "rename": False,
-            "binary": False,
-            "hunks": [],
-            "minus": False,
-        }
-        entries.append(entry)
-        return entry
-
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("diff --git "):
-            rest = line[len("diff --git ") :]
-            cut = rest.find(" b/")
-            cur = new_file(rest[:cut], rest[cut + 1 :]) if cut >= 0 else new_file(rest, rest)
-        elif line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
-            source, target = line[4:].split("\t")[0], lines[i + 1][4:].split("\t")[0]
-            if cur is None or cur["minus"] or cur["hunks"]:
-                cur = new_file(source, target)
-            cur["source"], cur["target"], cur["minus"] = source, target, True
-            i += 1
-        elif line.startswith(("rename from ", "rename to ")) and cur is not None:
-            cur["rename"] = True
-        elif (line.startswith("Binary files ") and line.endswith(" differ")) or line == "GIT binary patch":
-            if cur is None:
-                cur = new_file("", "")
-            cur["binary"] = True
-        elif line.startswith("@@"):
-            match = _HUNK_RE.fullmatch(line)
-            if cur is None or match is None:
-                return None
-            a, b, c, d, section = match.groups()
-            old_left, new_left = int(b) if b is not None else 1, int(d) if d is not None else 1
-            body = [f"@@ -{a},{old_left} +{c},{new_left} @@" + (f" {section}" if section else "")]
-            while old_left > 0 or new_left > 0 or (i + 1 < len(lines) and lines[i + 1].startswith("\\")):
-                i += 1
-                if i >= len(lines):
-                    return None
-                row = lines[i] or " "
-                kind = row[0]
-                old_left -= kind in " -"
-                new_left -= kind in " +"
-                if kind not in " -+\\" or old_left < 0 or new_left < 0:
-                    return None
-                body.append(row)
-            cur["hunks"].append("\n".join(body).strip())
-        i += 1
-    if not entries:
-        return None
-    result: dict[str, str] = {}
-    for entry in entries:
-        if entry["binary"]:
-            continue
-        path, header = _file_key(entry)
-        result[path] = (header + "\n" + "\n".join(entry["hunks"])).strip()
-    return {path: change for path, change in result.items() if change}
-
-
-def extract_diff(completion: str, *, require_format: bool = True) -> str | None:
-    """The predicted diff text: the solution part (None on a format error) or, with
-    ``require_format=False``, the whole completion; the concatenated fenced blocks inside it if any."""
-    if require_format:
-        parts = split_think_solution(completion)
-        if parts is None:
-            return None
-        text = parts[1]
-    elif isinstance(completion, str):
-        text = completion
-    else:
-        return None
-    blocks = fenced_blocks(text)
-    return "\n".join(blocks) if blocks else text
+    pred = {path: patch for path, patch in pred.items() if patch}
+    oracle = {path: patch for path, patch in oracle.items() if patch}
+    return mean_similarity(pred, oracle, max_similarity_work=max_similarity_work)
 
 
 def swe_rl_diff_reward(
-    completion: str, oracle_patch: str, *, require_format: bool = True, max_patch_chars: int = MAX_PATCH_CHARS
+    completion: str,
+    oracle_patch: str,
+    *,
+    require_format: bool = True,
+    require_order: bool = False,
+    strict: bool = False,
+    max_diff_lines: int | None = MAX_DIFF_LINES,
+    max_similarity_work: int | None = MAX_SIMILARITY_WORK,
 ) -> float:
-    """SWE-RL unified-diff reward: −1.0 if the format gate fails (with ``require_format``) or the
-    predicted diff is unparsable, else the mean per-file similarity in [0, 1] (1.0 if both are empty)."""
-    oracle = _parse_oracle_diff(oracle_patch)
-    diff = extract_diff(completion, require_format=require_format)
-    pred = parse_unified_diff(diff) if diff is not None else None
-    if pred is None:
+    """SWE-RL unified-diff reward: −1.0 if the format gate fails (with ``require_format``), else the mean
+    per-file similarity of the predicted and oracle diffs in [0, 1] (1.0 if both have no files). An
+    unparsable prediction -- or one of ``max_diff_lines`` lines or more (None: no limit) -- has no files,
+    or scores −1.0 with ``strict`` (as does one without files); an unparsable oracle has no files (with a
+    warning). ``require_order``: the gate also requires the tags in order. Never raises on model output."""
+    if require_format:
+        parts = split_think_solution(completion, require_order=require_order)
+        if parts is None:
+            return FORMAT_ERROR
+        diff = parts[1]
+    elif isinstance(completion, str):
+        diff = completion
+    else:
         return FORMAT_ERROR
-    return mean_similarity(pred, oracle, max_patch_chars=max_patch_chars)
+    too_long = max_diff_lines is not None and diff.count("\n") >= max_diff_lines
+    pred = None if too_long else parse_unified_diff(diff)
+    if strict and not pred:
+        return FORMAT_ERROR
+    return mean_similarity(pred or {}, _oracle_diff(oracle_patch), max_similarity_work=max_similarity_work)
 
 
 @lru_cache(maxsize=256)
-def _parse_oracle_diff(oracle_patch: str) -> dict[str, str]:
-    if not oracle_patch.strip():
-        return {}
+def _oracle_diff(oracle_patch: str) -> dict[str, str]:
     parsed = parse_unified_diff(oracle_patch)
     if parsed is None:
-        raise ValueError("unparsable oracle patch")
+        warnings.warn("unparsable oracle patch: scored as a patch with no files", stacklevel=3)
+        return {}
     return parsed
 
 
