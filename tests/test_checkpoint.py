@@ -62,3 +62,40 @@ def test_latest_pointing_at_missing_dir_is_an_error(tmp_path):
     (tmp_path / "latest").write_text("step_000009\n")
     with pytest.raises(ck.CheckpointError, match="not a complete checkpoint"):
         ck.latest_checkpoint(tmp_path)
+
+
+class _Payload:
+    """Pickles as a call that writes a marker file: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("name", ["state.pt", "optim.pt"])
+def test_checkpoint_with_pickled_objects_is_refused_and_runs_nothing(tmp_path, name):
+    model, opt, sched = parts()
+    path = ck.save_checkpoint(tmp_path / "ck", 1, model, opt, sched, {"data_position": 1}, keep=2)
+    marker = tmp_path / "pwned"
+    torch.save({"x": _Payload(marker)}, path / name)
+    m2, o2, s2 = parts()
+    with pytest.raises(ck.CheckpointError, match=f"{name}: refused"):
+        ck.load_checkpoint(path, m2, o2, s2)
+    assert not marker.exists()
+
+
+def test_rng_state_is_plain_data_and_round_trips(tmp_path):
+    import random
+
+    import numpy as np
+
+    from llmrl.core.seed import rng_state, seed_everything, set_rng_state
+
+    seed_everything(5)
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    seed_everything(6)
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected

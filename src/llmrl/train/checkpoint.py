@@ -109,7 +109,22 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         missing, unexpected = st_load_model(extra, str(f), strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{f}: does not match the {name} (missing={missing}, unexpected={unexpected})")
-    optim = torch.load(p / "optim.pt", weights_only=False)
+    optim = _load_data(p / "optim.pt")
     optimizer.load_state_dict(optim["optimizer"])
     scheduler.load_state_dict(optim["scheduler"])
-    return torch.load(p / "state.pt", weights_only=False)
+    return _load_data(p / "state.pt")
+
+
+def _load_data(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, never pickled objects (a checkpoint
+    someone hands you cannot run code); anything else is a CheckpointError naming the file."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (an incomplete checkpoint)") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused: it holds something other than tensors and plain data, or is "
+                              f"corrupt ({first[:200]}); llmrl never unpickles objects from a checkpoint") from None
