@@ -190,3 +190,30 @@ def test_one_megabyte_inputs_are_fast(name):
         elapsed = time.perf_counter() - start
         assert isinstance(value, float)
         assert elapsed < TIME_BOUND_S, f"{fn.__name__} took {elapsed:.2f}s on {name}"
+
+
+def test_safe_score_refuses_strings_and_survives_sys_exit() -> None:
+    import sys
+
+    from llmrl.rewards.base import combine_rewards, safe_check, safe_score
+
+    assert safe_score(lambda c, s: "7.5", "x", {}) == (None, "returned str '7.5', not a number")
+    assert safe_score(lambda c, s: b"1", "x", {})[0] is None
+    value, err = safe_score(lambda c, s: sys.exit(3), "x", {})
+    assert value is None and err == "SystemExit: 3"
+    assert safe_check(lambda c, s: sys.exit(0), "x", {}) is False
+    assert safe_score(lambda c, s: True, "x", {}) == (1.0, None)  # a verdict is still a number
+    out = combine_rewards({"ok": lambda c, s: 2.0, "bad": lambda c, s: "7.5"}, "x", {}, failure_value=-1.0)
+    assert out.total == 1.0 and out.components == {"ok": 2.0, "bad": -1.0} and len(out.failures) == 1
+
+
+def test_keyboard_interrupt_still_stops_a_reward() -> None:
+    import pytest
+
+    from llmrl.rewards.base import safe_score
+
+    def interrupted(c, s):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        safe_score(interrupted, "x", {})

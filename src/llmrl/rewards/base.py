@@ -24,13 +24,19 @@ class RewardOutcome:
 
 
 def safe_score(fn: RewardFn, completion: str, sample: Mapping[str, Any]) -> tuple[float | None, str | None]:
-    """Call a reward function; return (value, error). A raise or a NaN/inf becomes (None, message)."""
+    """Call a reward function; return (value, error). A raise (``SystemExit`` included; only
+    ``KeyboardInterrupt`` propagates), a NaN/inf, or a non-number (a string such as ``"7.5"`` too) becomes
+    (None, message)."""
     try:
         value = fn(completion, sample)
-    except Exception as exc:  # model output must never crash a run
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # model output must never crash a run, not even via sys.exit()
         return None, f"{type(exc).__name__}: {exc}"
     if value is None:
         return None, None
+    if isinstance(value, str | bytes):
+        return None, f"returned {type(value).__name__} {value[:40]!r}, not a number"
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -44,7 +50,9 @@ def safe_check(fn: Callable[[str, Mapping[str, Any]], Any], completion: str, sam
     """A verifier's verdict (``is_correct`` / ``is_well_formed``) as a bool; a raise counts as False."""
     try:
         return bool(fn(completion, sample))
-    except Exception:
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
         return False
 
 
