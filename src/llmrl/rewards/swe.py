@@ -65,12 +65,12 @@ functions of a module rewritten, the prediction differing in a third of them) ne
 = 4e8: exact for realistic patches up to ~50 KB each, at most ~2-3.5 s of matching on any input.
 
 Time bound: tests/test_swe_reward.py asserts that 1 MB completions against small oracles score in under
-3 s. The worst whole calls measured by benchmarks/fidelity_swe.py (1 MB adversarial completions, long and
-low-diversity patches, any oracle) take 2.5 s: a search/replace edit that spends the whole budget on
-many small nodes, an edit replacing every line start up to the ``max_edit_chars`` cap (a 16 MB file:
-its line diff takes most of it), and a low-diversity diff padded with empty lines to just under the line
-limit (2.0 s). The previous 5,000-character prefix rule (documented as ≤ 1.5 s) took 330-380 s on the
-low-diversity ones.
+3 s. Worst whole calls in a run of benchmarks/fidelity_swe.py (1 MB adversarial completions, long and
+low-diversity patches, any oracle): 2.6 s for a search/replace edit that spends the whole budget on many
+small nodes, 2.7 s for a low-diversity diff padded with empty lines to just under the line limit, 2.1 s
+for a realistic ~50 KB pair, and 4.0 s (1.7-1.9 s alone) for an edit replacing every line start up to the
+``max_edit_chars`` cap: the line diff of the 16 MB file it makes, unchanged from before. The previous
+5,000-character prefix rule (documented as ≤ 1.5 s) took 316-333 s on the low-diversity patches.
 """
 
 from __future__ import annotations
