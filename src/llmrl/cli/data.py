@@ -28,6 +28,10 @@ def add_curate_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument("--answer-key", default=None, help="answer column (default: answer, else \\boxed{} of solution)")
     io.add_argument("--instruction", default="boxed", choices=["boxed", "tagged", "none"],
                     help="answer instruction appended to the question in the output 'prompt'")
+    io.add_argument("--work-dir", default=None,
+                    help="where the dedup data is spilled while curating (a temporary directory is made there and "
+                         "removed; default: the system's temporary directory; needs about 1 KB per row, about the "
+                         "input's size)")
     f = p.add_argument_group("filters and deduplication")
     f.add_argument("--skip-filter", action="append", default=[], choices=FILTER_NAMES, metavar="NAME",
                    help=f"do not apply this filter (repeatable): {', '.join(FILTER_NAMES)}")
@@ -74,6 +78,8 @@ def run_curate(args: argparse.Namespace) -> int:
     ).check()
     if not Path(args.input).is_file():  # before loading a model
         raise FileNotFoundError(f"input file not found: {args.input}")
+    if args.work_dir is not None and not Path(args.work_dir).is_dir():
+        raise ConfigError(f"--work-dir {args.work_dir}: not a directory")
     generate, sampling = None, None
     if not args.no_solvability:
         if args.model is None:
@@ -96,7 +102,7 @@ def run_curate(args: argparse.Namespace) -> int:
         generate = model_generator(args.model, **sampling)
     report = curate_file(args.input, args.output, opts, generate=generate, report_path=args.report,
                          rejected_path=args.rejected, model=None if generate is None else args.model,
-                         sampling=sampling, progress=not args.no_progress)
+                         sampling=sampling, progress=not args.no_progress, work_dir=args.work_dir)
     print(format_report(report))
     print(f"wrote {report['rows_kept']} rows to {report['output']}; report: {report['report']}")
     return 0

@@ -11,7 +11,8 @@ report counts every step, and ``rows_in = rows_kept + sum(removed)``):
 2. ``no_answer``        no gold answer can be extracted (:func:`llmrl.data.filters.answer_text`).
 3. filters              ``language``, ``hyperlink``, ``multiple_choice``, ``yes_no``, ``true_false``,
                         ``multi_part``, ``proof`` (:mod:`llmrl.data.filters`; each can be skipped).
-4. ``exact_duplicate``  same normalised question as an earlier kept row (:mod:`llmrl.data.dedup`).
+4. ``exact_duplicate``  same normalised question as an earlier row that passed the filters
+                        (:mod:`llmrl.data.dedup`; the first occurrence wins).
 5. ``near_duplicate``   character-shingle Jaccard ≥ threshold (default 0.7) with an earlier kept row, found
                         by MinHash-LSH; by default the gold answer and the question's numbers must
                         also agree.
@@ -29,6 +30,18 @@ With rollouts it also gets ``solve_rate`` (correct / k), ``rollouts`` (k) and ``
 the counts per step, the malformed lines, the options and timings. Output ``.parquet`` writes parquet;
 ``--rejected FILE`` writes every removed row with its ``line`` and ``removed_by`` step. A question ending
 with a ``math`` task instruction has it removed first, so curating a curated file changes nothing.
+
+Memory: :func:`curate_file` (what the CLI runs) streams. The input is read a JSONL line or ``batch_rows``
+parquet rows at a time, two times (three with rollouts); what deduplication needs is spilled to a temporary
+directory (under ``--work-dir``, removed at the end) and resolved there (:class:`llmrl.data.stream.SpilledDedup`):
+memory holds a byte per input row, about 60 bytes per row that reaches deduplication, the LSH buckets
+shared by several rows and one batch's arrays; the disk about 1 KB per row (the question, its shingle ids
+and band hashes). ``benchmarks/curate_memory.py`` measured 194 MiB peak RSS for a 1 GiB JSONL file (1.51 M rows, 23%
+duplicates; 11 min on a shared 2-core VM) and 118 MiB for 24 MiB, where the in-memory code took 625 MiB. The kept rows
+are written at the end, atomically; parquet output is spooled as JSONL and converted in batches.
+:func:`curate_records` is the same pipeline in memory (every row, shingle set and bucket held): the
+streaming one gives identical results — kept rows and their order, rejected rows and their order, the
+report but its timings (``tests/test_curate_streaming.py``).
 """
 
 from __future__ import annotations
@@ -36,9 +49,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -48,6 +63,7 @@ from llmrl.core.config import ConfigError
 from llmrl.data.dedup import NearDuplicateIndex, normalize_text
 from llmrl.data.filters import FILTERS, answer_text
 from llmrl.data.solvability import GenerateFn, check_edges, difficulty, difficulty_edges, solve_counts
+from llmrl.data.stream import AtomicLines, DedupResult, DiskStrings, SpilledDedup
 from llmrl.tasks.io import DataError, write_jsonl
 from llmrl.tasks.math_task import INSTRUCTIONS
 
@@ -55,6 +71,8 @@ QUESTION_KEYS = ("prompt", "problem", "question")
 ANSWER_KEYS = ("answer", "solution")
 STEPS = ("malformed", "no_answer", *FILTERS, "exact_duplicate", "near_duplicate", "unsolved")
 MAX_LISTED = 1000  # malformed lines listed in the report (all are counted)
+BATCH_ROWS = 8192  # rows per batch of the streaming passes (parquet output: 8 times this per batch)
+_PASSED = 255  # pass-1 code of a row that reaches deduplication (else its step's index in STEPS)
 
 
 @dataclass
@@ -133,24 +151,33 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, str | int | float | bool) else str(value)
 
 
-def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
+def read_records(path: str | os.PathLike[str], *, batch_rows: int = BATCH_ROWS) -> Iterator[Record]:
     """Every row of a JSONL or parquet file as ``(number, row, None)``, or ``(number, None, error)`` for a
-    line that is not a UTF-8 JSON object (blank lines are skipped; NaN/Infinity literals become null)."""
+    line that is not a UTF-8 JSON object (blank lines are skipped; NaN/Infinity literals become null).
+    Streams: JSONL a line at a time, parquet ``batch_rows`` rows at a time (the values ``pandas.read_parquet``
+    gives for the whole file, :func:`llmrl.data.stream.iter_parquet_rows`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
-            import pandas as pd
+            import pandas  # noqa: F401
+            import pyarrow  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise DataError(f"{path}: reading parquet needs pandas and pyarrow installed") from exc
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types for a damaged file
-            raise DataError(f"{path}: not a readable parquet file: {exc}") from None
-        for i, row in enumerate(frame.to_dict("records"), start=1):
+        from llmrl.data.stream import iter_parquet_rows
+
+        rows = iter_parquet_rows(path, batch_rows)
+        i = 0
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except Exception as exc:  # pyarrow raises many types for a damaged file
+                raise DataError(f"{path}: not a readable parquet file: {exc}") from None
+            i += 1
             yield i, {str(k): _plain(v) for k, v in row.items()}, None
-        return
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
@@ -193,49 +220,123 @@ def answer_of(row: dict[str, Any], key: str | None) -> str | None:
 
 
 # -- the pipeline ---------------------------------------------------------------------------------------
+class _Screen:
+    """Steps 1-3 (malformed, no_answer, filters) one record at a time: counts every step, lists and reports
+    the malformed lines; shared by the in-memory and the streaming pipeline."""
+
+    def __init__(self, opts: CurateOptions, source: str, err: IO[str] | None, max_warnings: int) -> None:
+        self.opts, self.source, self.err, self.max_warnings = opts, source, err, max_warnings
+        self.counts = dict.fromkeys(STEPS, 0)
+        self.malformed: list[dict[str, Any]] = []
+        self.rows_in, self.objects = 0, 0
+        self.filters = {name: fn for name, fn in FILTERS.items() if name not in opts.skip_filters}
+        if "language" in self.filters:
+            self.filters["language"] = partial(FILTERS["language"], max_ratio=opts.max_non_ascii_ratio)
+        self.keys = [opts.question_key] if opts.question_key else list(QUESTION_KEYS)
+        self.no_question = f"no question: none of the key(s) {self.keys} holds a non-empty string"
+
+    def __call__(self, line: int, row: dict[str, Any] | None,
+                 error: str | None) -> tuple[str | None, str | None, str | None, str | None]:
+        """(the step removing the record or None, question, answer, malformed error); counts the step."""
+        self.rows_in += 1
+        self.objects += row is not None
+        question = question_of(row, self.opts.question_key) if row is not None else None
+        if row is None or question is None:
+            error = error or self.no_question
+            if len(self.malformed) < MAX_LISTED:
+                self.malformed.append({"line": line, "error": error})
+            if self.err is not None and self.counts["malformed"] < self.max_warnings:
+                print(f"{self.source}:{line}: skipped: {error}", file=self.err)
+            self.counts["malformed"] += 1
+            return "malformed", None, None, error
+        answer = answer_of(row, self.opts.answer_key)
+        step = "no_answer" if answer is None else next(
+            (name for name, fn in self.filters.items() if fn(question, answer)), None)
+        if step is not None:
+            self.counts[step] += 1
+        return step, question, answer, None
+
+    def finish(self) -> None:
+        """After the last record: the summary warning, and the errors for a wrong file or column."""
+        if self.err is not None and self.counts["malformed"] > self.max_warnings:
+            print(f"{self.source}: ... {self.counts['malformed'] - self.max_warnings} more malformed line(s) "
+                  "skipped", file=self.err)
+        if self.rows_in and not self.objects:
+            raise DataError(f"{self.source}: no line is a JSON object ({self.rows_in} malformed)")
+        if self.objects and self.counts["malformed"] == self.rows_in:
+            raise DataError(f"{self.source}: no row has a question in column(s) {self.keys}; pass the question column")
+
+
+def _near_index(opts: CurateOptions) -> NearDuplicateIndex | None:
+    return NearDuplicateIndex(opts.near_dup_threshold, opts.shingle_size, opts.num_perm, opts.seed,
+                              opts.near_dup_text_only) if opts.near_dedup else None
+
+
+def _solve(opts: CurateOptions, prompts: Sequence[str], golds: Sequence[str], generate: GenerateFn,
+           progress: bool) -> list[int]:
+    style = "tagged" if opts.instruction == "tagged" else "boxed"
+    return solve_counts(prompts, golds, generate, opts.rollouts, style=style, progress=progress)
+
+
+def _solvability(opts: CurateOptions, rates: list[float], edges: list[float], t1: float) -> dict[str, Any]:
+    levels = [difficulty(r, edges) for r in rates]
+    return {"rollouts": opts.rollouts, "min_correct": opts.min_correct,
+            "mean_solve_rate": sum(rates) / len(rates) if rates else None, "difficulty_edges": edges,
+            "edges_from": "options" if opts.difficulty_edges else "quintiles of the kept solve rates",
+            "difficulty_counts": {str(b): sum(d == b for d in levels) for b in range(1, len(edges) + 2)},
+            "seconds": round(time.perf_counter() - t1, 3)}
+
+
+def _report(opts: CurateOptions, screen: _Screen, kept: int, index: NearDuplicateIndex | None, solving: bool,
+            solv: dict[str, Any] | None, t0: float, filtered_seconds: float) -> dict[str, Any]:
+    counts, rows_in = screen.counts, screen.rows_in
+    enabled = {"malformed": True, "no_answer": True, **{f: f in screen.filters for f in FILTERS},
+               "exact_duplicate": opts.exact_dedup, "near_duplicate": opts.near_dedup, "unsolved": solving}
+    remaining, steps = rows_in, []
+    for step in STEPS:
+        remaining -= counts[step]
+        steps.append({"step": step, "removed": counts[step], "remaining": remaining, "enabled": enabled[step]})
+    assert remaining == kept, (remaining, kept)
+    seconds = time.perf_counter() - t0
+    return {
+        "rows_in": rows_in, "rows_kept": kept, "removed": rows_in - kept, "steps": steps,
+        "malformed_lines": screen.malformed, "malformed_listed_all": counts["malformed"] <= MAX_LISTED,
+        "near_duplicate": None if index is None else {
+            "threshold": opts.near_dup_threshold, "shingle_size": opts.shingle_size, "num_perm": opts.num_perm,
+            "lsh_bands": index.bands, "lsh_rows": index.rows, "text_only": opts.near_dup_text_only},
+        "solvability": solv,
+        "options": asdict(opts),
+        "seconds": {"total": round(seconds, 3), "filters_and_dedup": round(filtered_seconds, 3)},
+        "rows_per_second_without_rollouts": round(rows_in / filtered_seconds, 1) if filtered_seconds > 0 else None,
+    }
+
+
 def curate_records(records: Iterable[Record], opts: CurateOptions, generate: GenerateFn | None = None, *,
                    source: str = "<input>", progress: bool = False, err: IO[str] | None = None,
                    max_warnings: int = 20) -> CurateResult:
-    """Run the pipeline on ``records`` (see the module docstring); ``generate`` None skips solvability."""
+    """Run the pipeline on ``records`` in memory (see the module docstring); ``generate`` None skips
+    solvability. Holds every row, shingle set and LSH bucket: for small inputs and as the reference of the
+    streaming :func:`curate_file`, which gives the same rows, rejections and counts in bounded memory."""
     opts.check()
     t0 = time.perf_counter()
-    counts = dict.fromkeys(STEPS, 0)
+    screen = _Screen(opts, source, err, max_warnings)
+    counts = screen.counts
     rejected: list[dict[str, Any]] = []
-    malformed: list[dict[str, Any]] = []
-    filters = {name: fn for name, fn in FILTERS.items() if name not in opts.skip_filters}
-    if "language" in filters:
-        filters["language"] = partial(FILTERS["language"], max_ratio=opts.max_non_ascii_ratio)
     seen: set[str] = set()
-    index = NearDuplicateIndex(opts.near_dup_threshold, opts.shingle_size, opts.num_perm, opts.seed,
-                               opts.near_dup_text_only) if opts.near_dedup else None
+    index = _near_index(opts)
     survivors: list[tuple[int, dict[str, Any], str, str]] = []
-    rows_in, objects = 0, 0
 
     def drop(step: str, line: int, row: dict[str, Any] | None, **extra: Any) -> None:
         counts[step] += 1
         rejected.append({**(row or {}), "line": line, "removed_by": step, **extra})
 
     for line, row, error in records:
-        rows_in += 1
-        objects += row is not None
-        question = question_of(row, opts.question_key) if row is not None else None
-        if row is None or question is None:
-            keys = [opts.question_key] if opts.question_key else list(QUESTION_KEYS)
-            error = error or f"no question: none of the key(s) {keys} holds a non-empty string"
-            if len(malformed) < MAX_LISTED:
-                malformed.append({"line": line, "error": error})
-            if err is not None and counts["malformed"] < max_warnings:
-                print(f"{source}:{line}: skipped: {error}", file=err)
-            drop("malformed", line, row, error=error)
+        step, question, answer, error = screen(line, row, error)
+        if step is not None:
+            rejected.append({**(row or {}), "line": line, "removed_by": step,
+                             **({"error": error} if step == "malformed" else {})})
             continue
-        answer = answer_of(row, opts.answer_key)
-        if answer is None:
-            drop("no_answer", line, row)
-            continue
-        hit = next((name for name, fn in filters.items() if fn(question, answer)), None)
-        if hit is not None:
-            drop(hit, line, row)
-            continue
+        assert row is not None and question is not None and answer is not None
         if opts.exact_dedup:
             key = normalize_text(question)
             if key in seen:
@@ -249,22 +350,14 @@ def curate_records(records: Iterable[Record], opts: CurateOptions, generate: Gen
                 continue
             index.add(state)
         survivors.append((line, row, question, answer))
-    if err is not None and counts["malformed"] > max_warnings:
-        print(f"{source}: ... {counts['malformed'] - max_warnings} more malformed line(s) skipped", file=err)
-    if rows_in and not objects:
-        raise DataError(f"{source}: no line is a JSON object ({rows_in} malformed)")
-    if objects and counts["malformed"] == rows_in:
-        keys = [opts.question_key] if opts.question_key else list(QUESTION_KEYS)
-        raise DataError(f"{source}: no row has a question in column(s) {keys}; pass the question column")
+    screen.finish()
 
     kept = [{**row, "problem": q, "answer": a, "prompt": opts.prompt(q)} for _, row, q, a in survivors]
     filtered_seconds = time.perf_counter() - t0
     solv: dict[str, Any] | None = None
     if generate is not None and kept:
         t1 = time.perf_counter()
-        style = "tagged" if opts.instruction == "tagged" else "boxed"
-        correct = solve_counts([r["prompt"] for r in kept], [r["answer"] for r in kept], generate, opts.rollouts,
-                               style=style, progress=progress)
+        correct = _solve(opts, [r["prompt"] for r in kept], [r["answer"] for r in kept], generate, progress)
         solved = []
         for (line, row, _, _), out, c in zip(survivors, kept, correct):
             if c < opts.min_correct:
@@ -275,38 +368,155 @@ def curate_records(records: Iterable[Record], opts: CurateOptions, generate: Gen
         for r in solved:
             r["difficulty"] = difficulty(r["solve_rate"], edges)
         kept = solved
-        rates = [r["solve_rate"] for r in kept]
-        solv = {"rollouts": opts.rollouts, "min_correct": opts.min_correct,
-                "mean_solve_rate": sum(rates) / len(rates) if rates else None, "difficulty_edges": edges,
-                "edges_from": "options" if opts.difficulty_edges else "quintiles of the kept solve rates",
-                "difficulty_counts": {str(b): sum(r["difficulty"] == b for r in kept) for b in range(1, len(edges) + 2)},
-                "seconds": round(time.perf_counter() - t1, 3)}
-
-    enabled = {"malformed": True, "no_answer": True, **{f: f in filters for f in FILTERS},
-               "exact_duplicate": opts.exact_dedup, "near_duplicate": opts.near_dedup,
-               "unsolved": generate is not None}
-    remaining, steps = rows_in, []
-    for step in STEPS:
-        remaining -= counts[step]
-        steps.append({"step": step, "removed": counts[step], "remaining": remaining, "enabled": enabled[step]})
-    assert remaining == len(kept), (remaining, len(kept))
-    seconds = time.perf_counter() - t0
-    report = {
-        "rows_in": rows_in, "rows_kept": len(kept), "removed": rows_in - len(kept), "steps": steps,
-        "malformed_lines": malformed, "malformed_listed_all": counts["malformed"] <= MAX_LISTED,
-        "near_duplicate": None if index is None else {
-            "threshold": opts.near_dup_threshold, "shingle_size": opts.shingle_size, "num_perm": opts.num_perm,
-            "lsh_bands": index.bands, "lsh_rows": index.rows, "text_only": opts.near_dup_text_only},
-        "solvability": solv,
-        "options": asdict(opts),
-        "seconds": {"total": round(seconds, 3), "filters_and_dedup": round(filtered_seconds, 3)},
-        "rows_per_second_without_rollouts": round(rows_in / filtered_seconds, 1) if filtered_seconds > 0 else None,
-    }
+        solv = _solvability(opts, [r["solve_rate"] for r in kept], edges, t1)
+    report = _report(opts, screen, len(kept), index, generate is not None, solv, t0, filtered_seconds)
     return CurateResult(kept=kept, rejected=rejected, report=report, counts=counts)
+
+
+# -- the streaming pipeline -----------------------------------------------------------------------------
+Fate = tuple[int, dict[str, Any] | None, str | None, str | None, str | None, dict[str, Any]]
+
+
+def _replay(src: Path, codes: bytearray, found: DedupResult, screen: _Screen, batch_rows: int) -> Iterator[Fate]:
+    """Read the input again: ``(line, row, removing step or None, question, answer, extra fields)`` of every
+    record, from the pass-1 step codes and the dedup result."""
+    changed = DataError(f"{src}: the input file changed during curation")
+    key = screen.opts
+    fates = found.fates()
+    n = 0
+    for line, row, error in read_records(src, batch_rows=batch_rows):
+        if n >= len(codes):
+            raise changed
+        code, n = codes[n], n + 1
+        if code != _PASSED:
+            step = STEPS[code]
+            yield line, row, step, None, None, {"error": error or screen.no_question} if step == "malformed" else {}
+            continue
+        fate = next(fates, None)
+        question = question_of(row, key.question_key) if row is not None else None
+        answer = answer_of(row, key.answer_key) if row is not None else None
+        if fate is None or question is None or answer is None:
+            raise changed
+        yield line, row, fate[0], question, answer, fate[1]
+    if n != len(codes) or next(fates, None) is not None:
+        raise changed
+
+
+def _write_parquet(spool: Path, path: Path, batch_rows: int) -> None:
+    from llmrl.data.stream import write_parquet_rows
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write_parquet_rows(spool, tmp, batch_rows)
+        os.replace(tmp, path)
+    except (ValueError, TypeError, ImportError) as exc:
+        raise DataError(f"{path}: cannot write parquet ({exc}); write .jsonl instead") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def curate_stream(src: Path, dst: Path, opts: CurateOptions, generate: GenerateFn | None, work: Path, *,
+                  rejected_path: Path | None = None, progress: bool = False, err: IO[str] | None = None,
+                  batch_rows: int = BATCH_ROWS, max_warnings: int = 20) -> dict[str, Any]:
+    """The pipeline in bounded memory, spilling to the directory ``work``: writes ``dst`` (and the rejected
+    rows) and returns the report; the same rows, order, rejections and counts as :func:`curate_records`.
+
+    Passes: (1) read the input, screen every record (steps 1-3) and queue the survivors' dedup keys on disk
+    (:class:`llmrl.data.stream.SpilledDedup`; a byte per record stays in memory); (2) exact and near dedup
+    from the spilled keys; (3, with rollouts) read the input again to spill the kept prompts and answers,
+    and sample; (4) read the input again and write the kept and the rejected rows (rows removed for being
+    unsolved last, as in memory). Parquet output is spooled as JSONL and converted in batches.
+    """
+    opts.check()
+    t0 = time.perf_counter()
+    screen = _Screen(opts, str(src), err, max_warnings)
+    index = _near_index(opts)
+    dedup = SpilledDedup(work, exact=opts.exact_dedup, index=index, batch_rows=batch_rows)
+    codes = bytearray()
+    try:
+        for line, row, error in read_records(src, batch_rows=batch_rows):
+            step, question, answer, _ = screen(line, row, error)
+            if step is None:
+                assert question is not None and answer is not None
+                codes.append(_PASSED)
+                dedup.add(line, question, answer)
+            else:
+                codes.append(STEPS.index(step))
+        screen.finish()
+        found = dedup.run()
+    finally:
+        dedup.close()
+    counts = screen.counts
+    counts["exact_duplicate"], counts["near_duplicate"] = found.exact_count, found.near_count
+    survivors = len(dedup) - found.exact_count - found.near_count
+    filtered_seconds = time.perf_counter() - t0
+
+    correct: list[int] | None = None
+    edges: list[float] = []
+    solv: dict[str, Any] | None = None
+    if generate is not None and survivors:
+        t1 = time.perf_counter()
+        prompts, golds = DiskStrings(work / "prompts.bin"), DiskStrings(work / "golds.bin")
+        try:
+            for _, _, step, question, answer, _ in _replay(src, codes, found, screen, batch_rows):
+                if step is None:
+                    assert question is not None and answer is not None
+                    prompts.append(opts.prompt(question))
+                    golds.append(answer)
+            correct = _solve(opts, prompts, golds, generate, progress)
+        finally:
+            prompts.release()
+            golds.release()
+        rates = [c / opts.rollouts for c in correct if c >= opts.min_correct]
+        counts["unsolved"] = len(correct) - len(rates)
+        edges = opts.difficulty_edges or difficulty_edges(rates)
+        solv = _solvability(opts, rates, edges, t1)
+
+    parquet = dst.suffix.lower() in (".parquet", ".pq")
+    spool = work / "kept.jsonl"
+    writers = [AtomicLines(spool if parquet else dst)]
+    if rejected_path is not None:
+        writers += [AtomicLines(rejected_path), AtomicLines(work / "unsolved.jsonl")]
+    kept, survivor = 0, 0
+    try:
+        for line, row, step, question, answer, extra in _replay(src, codes, found, screen, batch_rows):
+            if step is not None:
+                if rejected_path is not None:
+                    writers[1].write({**(row or {}), "line": line, "removed_by": step, **extra})
+                continue
+            assert row is not None and question is not None and answer is not None
+            out = {**row, "problem": question, "answer": answer, "prompt": opts.prompt(question)}
+            if correct is not None:
+                c, survivor = correct[survivor], survivor + 1
+                if c < opts.min_correct:
+                    if rejected_path is not None:
+                        writers[2].write({**row, "line": line, "removed_by": "unsolved", "correct": c,
+                                          "rollouts": opts.rollouts})
+                    continue
+                rate = c / opts.rollouts
+                out = {**out, "solve_rate": rate, "rollouts": opts.rollouts, "difficulty": difficulty(rate, edges)}
+            writers[0].write(out)
+            kept += 1
+        if rejected_path is not None:  # the unsolved rows come last, as in memory
+            writers[2].file.close()
+            with open(writers[2].tmp, encoding="utf-8") as f:
+                shutil.copyfileobj(f, writers[1].file)
+        writers[0].commit()
+        if parquet:
+            _write_parquet(spool, dst, 8 * batch_rows)
+        if rejected_path is not None:
+            writers[1].commit()
+    finally:
+        for w in writers:
+            if not w.file.closed or Path(w.tmp).exists():
+                w.discard()
+    return _report(opts, screen, kept, index, generate is not None, solv, t0, filtered_seconds)
 
 
 # -- files ----------------------------------------------------------------------------------------------
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows held in memory (e.g. :attr:`CurateResult.kept`) as JSONL, or parquet for ``.parquet``."""
     if path.suffix.lower() not in (".parquet", ".pq"):
         write_jsonl(path, rows)
         return
@@ -334,10 +544,13 @@ def curate_file(input_path: str | os.PathLike[str], output_path: str | os.PathLi
                 report_path: str | os.PathLike[str] | None = None,
                 rejected_path: str | os.PathLike[str] | None = None, model: str | None = None,
                 sampling: dict[str, Any] | None = None, progress: bool = False,
-                err: IO[str] | None = None, quiet: bool = False) -> dict[str, Any]:
+                err: IO[str] | None = None, quiet: bool = False, work_dir: str | os.PathLike[str] | None = None,
+                batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
     """Curate ``input_path`` into ``output_path``; writes the report (and rejected rows); returns the report.
     ``model`` and ``sampling`` (the rollout settings) are only recorded in the report. Skipped lines are
-    reported to ``err`` (default: the current ``sys.stderr``) unless ``quiet``."""
+    reported to ``err`` (default: the current ``sys.stderr``) unless ``quiet``. Runs in bounded memory
+    (:func:`curate_stream`), spilling to a temporary directory under ``work_dir`` (default: the system's
+    temporary directory), removed at the end; ``batch_rows`` rows are processed at a time."""
     err = None if quiet else err if err is not None else sys.stderr
     opts = (opts or CurateOptions()).check()
     src, dst = Path(input_path), Path(output_path)
@@ -347,13 +560,12 @@ def curate_file(input_path: str | os.PathLike[str], output_path: str | os.PathLi
         raise ConfigError(f"an output path is the input file {src}; choose another --output/--report/--rejected")
     if len({p.resolve() for p in others}) < len(others):
         raise ConfigError("--output, --report and --rejected must be different files")
-    result = curate_records(read_records(src), opts, generate, source=str(src), progress=progress, err=err)
-    _write_rows(dst, result.kept)
-    if rejected_path:
-        write_jsonl(rejected_path, result.rejected)
+    with tempfile.TemporaryDirectory(prefix="llmrl-curate-", dir=work_dir) as work:
+        result = curate_stream(src, dst, opts, generate, Path(work), progress=progress, err=err,
+                               rejected_path=Path(rejected_path) if rejected_path else None, batch_rows=batch_rows)
     report = {"input": str(src), "output": str(dst), "report": str(report_file),
               "rejected": str(rejected_path) if rejected_path else None, "model": model, "sampling": sampling,
-              **result.report}
+              **result}
     report_file.parent.mkdir(parents=True, exist_ok=True)
     report_file.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report

@@ -26,12 +26,20 @@ probability of exactly $4$ heads?`` and ``... exactly $3$ heads?`` score 0.88 an
 35/128, yet they are different problems. ``text_only=True`` compares the question text only (like the
 paper's semantic dedup); then every row of a template shares LSH buckets, which is slower on templated
 data. Both keys are part of the LSH bucket keys, so rows that differ in them are never even compared.
+
+Batches (what the streaming ``llmrl data curate`` uses, :mod:`llmrl.data.stream`): :func:`shingle_arrays`
+gives the shingle ids of many texts at once as sorted unique ``uint32`` arrays (CRC32 of ASCII texts
+computed with numpy, the same values as :func:`zlib.crc32`) and :meth:`NearDuplicateIndex.signatures` their
+MinHash signatures, equal to :meth:`NearDuplicateIndex.signature` row by row; :meth:`NearDuplicateIndex.group`
+is the answer/numbers prefix of the bucket keys and :meth:`NearDuplicateIndex.shares_band` tells whether two
+rows share a bucket key.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -100,6 +108,56 @@ def _shingle_ids(s: str, size: int) -> set[int]:
     return {zlib.crc32(s[i : i + size].encode()) for i in range(len(s) - size + 1)}
 
 
+def _crc_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0xEDB88320), table >> 1).astype(np.uint32)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def shingle_arrays(forms: Sequence[str], size: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle ids of many :func:`near_form` texts: ``(ids, offsets)``, row i's ids (sorted, unique, uint32)
+    are ``ids[offsets[i]:offsets[i + 1]]`` and equal ``sorted(_shingle_ids(forms[i], size))``. ASCII texts
+    longer than ``size`` are hashed together with a table-driven CRC32 in numpy; the others by zlib."""
+    rows: list[np.ndarray] = []
+    row_ids: list[np.ndarray] = []
+    ascii_rows: list[int] = []
+    ascii_bytes: list[bytes] = []
+    for i, form in enumerate(forms):
+        if len(form) > size and form.isascii():
+            ascii_rows.append(i)
+            ascii_bytes.append(form.encode("ascii"))
+        else:
+            ids = np.fromiter(_shingle_ids(form, size), dtype=np.uint32)
+            rows.append(np.full(len(ids), i, dtype=np.int64))
+            row_ids.append(ids)
+    if ascii_rows:
+        lengths = np.fromiter(map(len, ascii_bytes), dtype=np.int64, count=len(ascii_bytes))
+        buf = np.frombuffer(b"".join(ascii_bytes), dtype=np.uint8)
+        counts = lengths - size + 1  # windows per text
+        text_start = np.cumsum(lengths) - lengths
+        window_start = np.cumsum(counts) - counts
+        pos = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(text_start - window_start, counts)
+        crc = np.full(len(pos), 0xFFFFFFFF, dtype=np.uint32)
+        for k in range(size):
+            crc = _CRC_TABLE[(crc ^ buf[pos + k]) & 0xFF] ^ (crc >> np.uint32(8))
+        rows.append(np.repeat(np.asarray(ascii_rows, dtype=np.int64), counts))
+        row_ids.append(crc ^ np.uint32(0xFFFFFFFF))
+    offsets = np.zeros(len(forms) + 1, dtype=np.int64)
+    if not rows:
+        return np.zeros(0, dtype=np.uint32), offsets
+    keys = (np.concatenate(rows).astype(np.uint64) << np.uint64(32)) | np.concatenate(row_ids)  # row, then id
+    keys.sort()
+    keep = np.ones(len(keys), dtype=bool)
+    keep[1:] = keys[1:] != keys[:-1]
+    keys = keys[keep]
+    np.cumsum(np.bincount((keys >> np.uint64(32)).astype(np.int64), minlength=len(forms)), out=offsets[1:])
+    return keys.astype(np.uint32), offsets
+
+
 def jaccard(a: set[int], b: set[int]) -> float:
     """|a ∩ b| / |a ∪ b| (1.0 for two empty sets)."""
     union = len(a | b)
@@ -132,17 +190,46 @@ class NearDuplicateIndex:
         self.buckets: list[dict[bytes, list[int]]] = [{} for _ in range(self.bands)]
         self.sets: list[set[int]] = []
 
-    def signature(self, ids: set[int]) -> np.ndarray:
+    def signature(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """MinHash signature [num_perm] of a shingle-id set: per hash, min over x of (a x + b) mod p."""
-        x = np.fromiter(ids, dtype=np.uint64, count=len(ids))[None, :]  # [1, S]
+        x = (ids.astype(np.uint64) if isinstance(ids, np.ndarray) else np.fromiter(ids, dtype=np.uint64))[None, :]
         return ((self.a * x + self.b) % np.uint64(_PRIME)).min(axis=1)  # a, b < 2^31, x < 2^32: no overflow
+
+    def signatures(self, ids: np.ndarray, offsets: np.ndarray, max_cells: int = 1 << 16) -> np.ndarray:
+        """MinHash signatures [n, num_perm] of the rows of :func:`shingle_arrays` (each row non-empty), equal
+        to :meth:`signature` of each row; at most about ``max_cells`` hash values are held at once."""
+        n = len(offsets) - 1
+        out = np.empty((n, len(self.a)), dtype=np.uint64)
+        step = max(1, max_cells // len(self.a))
+        i = 0
+        while i < n:  # rows i..j-1 hold about `step` ids (at least one row)
+            j = max(i + 1, int(np.searchsorted(offsets, offsets[i] + step, side="right")) - 1)
+            j = min(j, n)
+            x = ids[offsets[i] : offsets[j]].astype(np.uint64)[None, :]
+            values = np.multiply(self.a, x)  # [P, ids of rows i..j-1]; a, b < 2^31, x < 2^32: no overflow
+            values += self.b
+            np.remainder(values, np.uint64(_PRIME), out=values)
+            out[i:j] = np.minimum.reduceat(values, offsets[i:j] - offsets[i], axis=1).T
+            i = j
+        return out
+
+    def group(self, form: str, answer_key_text: str) -> bytes:
+        """The prefix of a row's bucket keys: its :func:`answer_key` and :func:`numbers_key` (empty when
+        ``text_only``); ``form`` is the question's :func:`near_form`."""
+        return b"" if self.text_only else f"{answer_key_text}\n{_numbers(form)}\n".encode()
+
+    def shares_band(self, group_a: bytes, sig_a: np.ndarray, group_b: bytes, sig_b: np.ndarray) -> bool:
+        """Whether two rows (group prefix, signature) have a bucket key in common, i.e. are LSH candidates."""
+        if group_a != group_b:
+            return False
+        return bool((sig_a.reshape(self.bands, self.rows) == sig_b.reshape(self.bands, self.rows)).all(1).any())
 
     def find(self, question: str, answer: str = "") -> tuple[int | None, float, IndexState]:
         """(index of the first kept near duplicate or None, its Jaccard, state to pass to :meth:`add`)."""
         form = near_form(question)
         ids = _shingle_ids(form, self.shingle_size)
         sig = self.signature(ids).tobytes()  # per band: a group prefix + the band's bytes is the bucket key
-        group = b"" if self.text_only else f"{answer_key(answer)}\n{_numbers(form)}\n".encode()
+        group = b"" if self.text_only else self.group(form, answer_key(answer))
         w = 8 * self.rows
         keys = [group + sig[i * w : (i + 1) * w] for i in range(self.bands)]
         candidates: set[int] = set()
