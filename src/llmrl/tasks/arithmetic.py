@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.logic import extract_last_answer
-from llmrl.tasks.base import TASKS, Task, answer_and_format_rewards
+from llmrl.tasks.base import TASKS, TEXT, Task, answer_and_format_rewards
 
 if TYPE_CHECKING:
     from llmrl.core.types import Sample
@@ -125,6 +125,7 @@ class ArithmeticTask(Task):
     """
 
     name = "arithmetic"
+    wrong_demonstration_fields = {"operands": list[int], "ops": list[str]}
 
     def __init__(
         self,
@@ -147,6 +148,8 @@ class ArithmeticTask(Task):
         self.ops = ops
         self.num_operands = num_operands
         self.style = style
+        if style == "tagged":  # the demonstration writes the expression out
+            self.demonstration_fields = {"answer": TEXT, "operands": list[int], "ops": list[str]}
 
     # -- generation -------------------------------------------------------------------------------
     def _expression(self, operands: Sequence[int], ops: Sequence[str]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmrl.core.registry import Registry, check_options
@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from llmrl.core.types import Sample
 
 SPLITS = ("train", "test")
+
+TEXT = str | int | float
+"""Type of a gold ``answer`` in a file of samples: a string or a number (``str()`` gives its text); not null,
+a boolean, a list or an object (see :func:`llmrl.tasks.io.conforms` for the type specs of ``*_fields``)."""
 
 
 def prompt_key(prompt: str | list[dict[str, str]]) -> str:
@@ -41,6 +45,28 @@ class Task:
 
     name: str = ""
     test_fraction: float = 0.1
+    required_fields: Mapping[str, Any] = {"answer": TEXT}
+    """Fields (besides ``prompt``) the verifier and reward functions read from every sample, name -> type;
+    a file of samples (``task.train_file`` / ``test_file``) is checked against them when it is read."""
+    optional_fields: Mapping[str, Any] = {}
+    """Fields they read when present (checked for their type only)."""
+    demonstration_fields: Mapping[str, Any] = {"answer": TEXT}
+    """Fields :meth:`demonstration` reads (SFT warm starts on demonstrations, pairs built from the task)."""
+    wrong_demonstration_fields: Mapping[str, Any] = {}
+    """Fields ``wrong_demonstration`` reads, for tasks that have one."""
+
+    def sample_fields(self, sample: Mapping[str, Any], uses: Collection[str] = (),
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(required, optional) fields of ``sample`` besides ``prompt``, name -> type: ``required_fields``,
+        plus ``demonstration_fields`` / ``wrong_demonstration_fields`` when ``uses`` holds ``"demonstration"``
+        / ``"wrong_demonstration"`` (the run builds those from the samples). A task whose needs depend on the
+        sample (e.g. its subtask) overrides this."""
+        required = dict(self.required_fields)
+        if "demonstration" in uses:
+            required.update(self.demonstration_fields)
+        if "wrong_demonstration" in uses:
+            required.update(self.wrong_demonstration_fields)
+        return required, dict(self.optional_fields)
 
     def make_sample(self, rng: random.Random) -> Sample:  # pragma: no cover - interface
         """One candidate sample (any split) drawn with ``rng``."""
@@ -118,6 +144,11 @@ class TaskWrapper(Task):
 
     def make_sample(self, rng: random.Random) -> Sample:
         return self.base.make_sample(rng)
+
+    def sample_fields(self, sample: Mapping[str, Any], uses: Collection[str] = (),
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The wrapped task's (its samples, verifier and demonstrations)."""
+        return self.base.sample_fields(sample, uses)
 
     def samples(self, n: int, split: str = "train", seed: int = 0, max_tries: int | None = None) -> list[Sample]:
         """The wrapped task's samples (same prompts and splits as training on the base task)."""

@@ -45,8 +45,8 @@ import difflib
 import os
 import random
 import sysconfig
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.localization import (
@@ -65,7 +65,7 @@ from llmrl.rewards.swe import (
     swe_rl_prompt,
     swe_rl_reward,
 )
-from llmrl.tasks.base import SPLITS, TASKS, Task, split_of
+from llmrl.tasks.base import SPLITS, TASKS, TEXT, Task, split_of
 from llmrl.tasks.bugs import KINDS, Bug, Corpus
 from llmrl.tasks.io import DataError
 
@@ -75,6 +75,15 @@ if TYPE_CHECKING:
 SUBTASKS = ("repair", "file", "function", "line", "edit")
 LOCALISATION = ("file", "function", "line")
 REWARD_NAMES = {"repair": "swe_rl", "file": "file", "function": "function", "line": "line", "edit": "edit"}
+_FILES = {"files": dict[str, str], "oracle_files": dict[str, str]}
+SUBTASK_FIELDS: dict[str, dict[str, Any]] = {
+    "repair": {**_FILES},
+    "edit": {**_FILES, "path": str, "first_line": int, "lines": list[int]},
+    "file": {"path": str, "candidates": list[str]},
+    "function": {"path": str, "function": str, "candidates": list[str]},
+    "line": {"path": str, "lines": list[int], "candidates": list[str]},
+}
+"""Fields the reward / verifier of each subtask reads from a sample (besides ``subtask`` and ``prompt``)."""
 MAX_EDIT_GROWTH = 200
 """An ``edit`` answer whose result has more than 2·n + MAX_EDIT_GROWTH lines (n = lines shown) scores 0:
 a fix does not balloon a function, and this bounds the line diff's cost."""
@@ -217,6 +226,20 @@ class CodeRepairTask(Task):
         self.subtasks, self.kinds, self.context_lines = subtasks, kinds, context_lines
         self.num_candidate_files, self.max_skeleton_items, self.beta = num_candidate_files, max_skeleton_items, beta
         self.corpus = Corpus(root, max_function_lines)
+
+    def sample_fields(self, sample: Mapping[str, Any], uses: Collection[str] = (),
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The fields of the sample's subtask (:data:`SUBTASK_FIELDS`); demonstrations also read ``answer``,
+        ``path``, ``function``, ``lines`` and, for repair, edit and line, ``files``, ``oracle_files``, ``first_line``
+        and ``kind``."""
+        subtask = sample.get("subtask")
+        required: dict[str, Any] = {"subtask": Literal[SUBTASKS]}
+        required.update(SUBTASK_FIELDS.get(subtask, {}) if isinstance(subtask, str) else {})
+        if "demonstration" in uses:
+            required.update(answer=TEXT, path=str, function=str, lines=list[int])
+            if subtask not in ("file", "function"):
+                required.update(_FILES, first_line=int, kind=str)
+        return required, {}
 
     # -- samples ------------------------------------------------------------------------------------
     def samples(self, n: int, split: str = "train", seed: int = 0, max_tries: int | None = None) -> list[Sample]:

@@ -158,6 +158,7 @@ class CountdownTask(Task):
     """
 
     name = "countdown"
+    required_fields = {"numbers": list[int], "target": int}  # the verifier checks the equation, not `answer`
 
     def __init__(
         self,

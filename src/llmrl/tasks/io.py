@@ -1,8 +1,15 @@
 """JSON Lines files for task samples: one JSON object per line, UTF-8.
 
 Reading skips blank lines and raises :class:`DataError` naming the file, the 1-based line number and
-what was wrong (invalid JSON, not an object, missing required keys). Writing is atomic: rows go to a
-temporary file in the same directory, which then replaces the target with :func:`os.replace`.
+what was wrong (invalid JSON, not an object, missing required keys). Each row is a :class:`Row`: a plain
+dict to every consumer that also remembers where it came from (``origin``, ``"FILE:LINE"``, an attribute,
+never a key). Writing is atomic: rows go to a temporary file in the same directory, which then replaces
+the target with :func:`os.replace`.
+
+:func:`read_samples` reads a file of task samples and checks every row when it is read, before any
+training work: the prompt (:func:`prompt_problem`) and the fields the task declares
+(:meth:`llmrl.tasks.base.Task.sample_fields`, checked by :func:`sample_problem`). Its errors are one line,
+``"FILE:LINE: what is wrong (key 'NAME')"``.
 """
 
 from __future__ import annotations
@@ -10,15 +17,43 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from llmrl.core.errors import DataError
 
+ROLES = ("system", "user", "assistant", "tool")
+"""Chat-message roles a prompt may use: those every common chat template renders (Qwen2's silently drops
+other roles, Mistral's raises on them)."""
 
-def iter_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
-    """Yield each non-blank line of ``path`` as a dict, checking that it has the ``required`` keys.
+FieldsFn = Callable[[Mapping[str, Any]], tuple[Mapping[str, Any], Mapping[str, Any]]]
+"""``row -> (required fields, optional fields)``, each ``name -> type spec`` (see :func:`conforms`)."""
+
+
+class Row(dict[str, Any]):
+    """A JSON object read from a file: a plain dict to every consumer, plus ``origin`` (``"FILE:LINE"``),
+    where it came from. ``origin`` is an attribute, not a key, so it never reaches prompts, JSON output,
+    hashes or checkpoints; ``dict(row)`` drops it."""
+
+    __slots__ = ("origin",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None, origin: str | None = None) -> None:
+        super().__init__(data or {})
+        self.origin = origin
+
+
+def origin_of(obj: Any) -> str | None:
+    """``"FILE:LINE"`` of a row read by :func:`iter_jsonl` (or anything with an ``origin``), else None."""
+    origin = getattr(obj, "origin", None)
+    return origin if isinstance(origin, str) else None
+
+
+def iter_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> Iterator[Row]:
+    """Yield each non-blank line of ``path`` as a :class:`Row` (a dict whose ``origin`` is ``"PATH:LINE"``),
+    checking that it has the ``required`` keys.
 
     Raises DataError (``"<path>:<line>: <problem>"``) on undecodable UTF-8, invalid JSON, a value that is
     not a JSON object, or missing required keys. A missing file raises FileNotFoundError.
@@ -47,12 +82,157 @@ def iter_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> It
                     f"{path}:{lineno}: missing required key(s) {', '.join(repr(k) for k in missing)}; "
                     f"present: {', '.join(repr(k) for k in row) or 'none'}"
                 )
-            yield row
+            yield Row(row, f"{path}:{lineno}")
 
 
-def read_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> list[dict[str, Any]]:
+def read_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> list[Row]:
     """All rows of a JSON Lines file (see :func:`iter_jsonl`)."""
     return list(iter_jsonl(path, required=required))
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of ``value``'s type, for messages: null, a boolean, a number, a string, a list, an object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def conforms(value: Any, spec: Any) -> bool:
+    """Whether a JSON ``value`` has the type ``spec``: a class (``int`` and ``float`` never accept a boolean;
+    ``float`` accepts any number), ``None``, ``Any``, a union (``str | None``), ``list[X]``, ``dict[K, V]`` or
+    ``Literal[...]`` (one of the values)."""
+    origin = typing.get_origin(spec)
+    args = typing.get_args(spec)
+    if spec is Any:
+        return True
+    if spec is None or spec is type(None):
+        return value is None
+    if origin in (types.UnionType, typing.Union):
+        return any(conforms(value, s) for s in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and (not args or all(conforms(x, args[0]) for x in value))
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(conforms(k, args[0]) and conforms(v, args[1])
+                                                            for k, v in value.items()))
+    if spec is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if spec is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, spec)
+
+
+def describe(spec: Any) -> str:
+    """``spec`` (see :func:`conforms`) as a message fragment: ``str | int``, ``list[int]``, ``one of 'a', 'b'``."""
+    origin = typing.get_origin(spec)
+    if spec is None or spec is type(None):
+        return "null"
+    if origin in (types.UnionType, typing.Union):
+        return " | ".join(describe(s) for s in typing.get_args(spec))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(spec))
+    if origin is not None:
+        return str(spec).replace("typing.", "")
+    return getattr(spec, "__name__", str(spec))
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def message_problem(message: Any, index: int) -> str | None:
+    """What is wrong with chat message ``index`` of a prompt, or None: it must be an object with a string
+    ``role`` in :data:`ROLES` and a string ``content``."""
+    if not isinstance(message, Mapping):
+        return f"message {index} must be an object with 'role' and 'content', got {json_type(message)}"
+    if "role" not in message:
+        return f"message {index} has no 'role'"
+    role = message["role"]
+    if not isinstance(role, str):
+        return f"message {index}: 'role' must be a string, got {json_type(role)}"
+    if role not in ROLES:
+        return f"message {index} has role {_short(role)}; expected one of {', '.join(map(repr, ROLES))}"
+    if "content" not in message:
+        return f"message {index} (role {role!r}) has no 'content'"
+    if not isinstance(message["content"], str):
+        return f"message {index} (role {role!r}): 'content' must be a string, got {json_type(message['content'])}"
+    return None
+
+
+def prompt_problem(prompt: Any) -> str | None:
+    """What is wrong with a sample's prompt, or None: it must be a string with non-whitespace text, or a
+    non-empty list of chat messages (:func:`message_problem`) with non-whitespace text in some ``content``."""
+    if isinstance(prompt, str):
+        return None if prompt.strip() else ("the prompt is empty" if not prompt else "the prompt is whitespace only")
+    if isinstance(prompt, list):
+        if not prompt:
+            return "the prompt is an empty list of messages"
+        for i, m in enumerate(prompt):
+            problem = message_problem(m, i)
+            if problem is not None:
+                return problem
+        if not any(m["content"].strip() for m in prompt):
+            return "every message of the prompt has empty (or whitespace-only) content"
+        return None
+    return f"the prompt must be a string or a list of chat messages, got {json_type(prompt)}"
+
+
+SAMPLE_FIELDS: dict[str, Any] = {"task": str, "assistant_prefix": str, "ref_rewards": list[float]}
+"""Optional fields any sample may carry, with their types (checked when present): the task name, text the
+completion is sampled after (:func:`llmrl.models.render_prompt` appends it), reference rewards
+(:func:`llmrl.rewards.shaping.attach_reference_rewards`)."""
+
+
+def sample_problem(sample: Mapping[str, Any], required: Mapping[str, Any] = {},  # noqa: B006 - read only
+                   optional: Mapping[str, Any] = {}, *, prompt_field: str = "prompt",  # noqa: B006
+                   needed_by: str = "") -> str | None:
+    """What is wrong with one sample, or None, as ``"what is wrong (key 'NAME')"``: its prompt
+    (:func:`prompt_problem`), the ``required`` fields (present, of their type: :func:`conforms`), the
+    ``optional`` ones and :data:`SAMPLE_FIELDS` (of their type when present). ``needed_by`` (e.g. ``task
+    'countdown'``) says in the message who needs a missing field."""
+    if prompt_field not in sample:
+        return f"missing the prompt; present: {', '.join(map(repr, sample)) or 'none'} (key {prompt_field!r})"
+    problem = prompt_problem(sample[prompt_field])
+    if problem is not None:
+        return f"{problem} (key {prompt_field!r})"
+    for name in required:
+        if name not in sample:
+            who = f" (needed by {needed_by})" if needed_by else ""
+            return f"missing{who}; present: {', '.join(map(repr, sample))} (key {name!r})"
+    checks = {**SAMPLE_FIELDS, **optional, **required}
+    for name, spec in checks.items():
+        if name in sample and not conforms(sample[name], spec):
+            value = sample[name]
+            got = json_type(value) if value is None else f"{json_type(value)} {_short(value)}"
+            return f"expected {describe(spec)}, got {got} (key {name!r})"
+    return None
+
+
+def read_samples(path: str | os.PathLike[str], fields: FieldsFn | None = None, *,
+                 needed_by: str = "") -> list[Row]:
+    """Every row of a JSON Lines file of samples, each checked as it is read (:func:`sample_problem`, with the
+    ``(required, optional)`` fields ``fields(row)`` gives; None: none beyond the prompt). The first bad row
+    raises DataError ``"PATH:LINE: what is wrong (key 'NAME')"``; nothing is read lazily."""
+    rows = []
+    for row in iter_jsonl(path):
+        required, optional = fields(row) if fields is not None else ({}, {})
+        problem = sample_problem(row, required, optional, needed_by=needed_by)
+        if problem is not None:
+            raise DataError(f"{row.origin}: {problem}")
+        rows.append(row)
+    return rows
 
 
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> int:

@@ -214,6 +214,7 @@ class JsonSchemaTask(Task):
     """Produce a JSON object that validates against a schema (SchemaBench-style, see module doc)."""
 
     name = "json_schema"
+    required_fields = {"schema": dict | bool}  # the reward validates against it; `answer` is for demonstrations
 
     def __init__(self, *, kinds: Sequence[str] = KINDS, max_depth: int = 2) -> None:
         if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not kinds:

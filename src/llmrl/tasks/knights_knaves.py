@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmrl.rewards.base import RewardFn
 from llmrl.rewards.logic import KK_ANSWER_RIGHT, kk_format_ok, kk_reward_components
-from llmrl.tasks.base import TASKS, Task
+from llmrl.tasks.base import TASKS, TEXT, Task
 
 if TYPE_CHECKING:
     from llmrl.core.types import Sample
@@ -197,6 +197,8 @@ class KnightsKnavesTask(Task):
     drawn uniformly per sample; 2..8 allowed)."""
 
     name = "knights_knaves"
+    required_fields = {"solution": dict[str, str]}  # name -> "knight" / "knave"; the reward never reads `answer`
+    demonstration_fields = {"answer": TEXT, "solution": dict[str, str]}
 
     def __init__(self, *, n_people: int | Sequence[int] = (3, 7)) -> None:
         if isinstance(n_people, int) and not isinstance(n_people, bool):

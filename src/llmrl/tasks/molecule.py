@@ -167,6 +167,9 @@ class MoleculeTask(Task):
     """
 
     name = "molecule"
+    required_fields = {}  # the reward scores the constraints below; `answer` (a seed SMILES) only demonstrates
+    optional_fields = {"targets": dict | None, "tolerances": dict | None, "must_match": list | None,
+                       "must_not_match": list | None}
 
     def __init__(self, *, num_properties: Any = (1, 3), properties: Sequence[str] = PROPERTIES,
                  num_substructures: Any = (1, 2), format_weight: float = 0.2) -> None:

@@ -6,20 +6,24 @@ One record per line (JSONL: ``.jsonl``, ``.json``, ``.ndjson`` and any other suf
 (parquet: ``.parquet`` / ``.pq``, read with pyarrow). Columns (names configurable):
 
 ``prompt``
-    A string, or chat messages ``[{"role": ..., "content": ...}, ...]``. Rendered later exactly like RL
-    prompts (:func:`llmrl.models.render_prompt`: chat template when the tokenizer has one).
+    A string with non-whitespace text, or chat messages ``[{"role": ..., "content": ...}, ...]`` (string
+    role in :data:`llmrl.tasks.io.ROLES`, string content). Rendered later exactly like RL prompts
+    (:func:`llmrl.models.render_prompt`: chat template when the tokenizer has one).
 ``chosen`` / ``rejected``
     A string (the completion text), or chat messages whose LAST message is the ``assistant`` reply: its
     ``content`` is the completion. Messages before it must equal the prompt's messages (TRL's
     "conversational" layout repeats them); when the prompt column is absent and both completions are
     conversations, the prompt is their common leading messages (TRL's "implicit prompt" layout).
 ``user_id`` (optional)
-    Kept as ``PreferencePair.user_id`` (personalised evaluation); every other column goes to ``meta``.
+    Kept as ``PreferencePair.user_id`` (personalised evaluation); every other column goes to ``meta``
+    (``assistant_prefix``, text the completions follow, must be a string).
 
 Errors are :class:`llmrl.tasks.io.DataError` naming ``file:line`` (parquet: ``file:row N``, 1-based)
-and the column. Chosen identical to rejected, or an empty (whitespace-only) completion, is an error, or,
-with ``on_error="skip"``, the record is skipped and counted (a RuntimeWarning gives the counts, and a
-``stats`` dict passed by the caller receives them). Malformed JSON and missing columns always raise.
+and the column, and every record is checked when the file is read. Chosen identical to rejected, or an
+empty (whitespace-only) completion, is an error, or, with ``on_error="skip"``, the record is skipped and
+counted (a RuntimeWarning gives the counts, and a ``stats`` dict passed by the caller receives them).
+Malformed JSON, missing columns, a record that is not an object, and an empty or malformed prompt always
+raise. A pair read from a file remembers where (``PreferencePair.origin``, ``"FILE:LINE"``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmrl.core.errors import ConfigError
 from llmrl.core.seed import derive_seed
-from llmrl.tasks.io import DataError, iter_jsonl, write_jsonl
+from llmrl.tasks.io import ROLES, DataError, iter_jsonl, json_type, origin_of, write_jsonl
 
 if TYPE_CHECKING:
     from llmrl.tasks.base import Task
@@ -52,6 +56,7 @@ class PreferencePair:
     rejected: str
     user_id: str | None = None  # optional `user_id` column (personalised evaluation)
     meta: Mapping[str, Any] = field(default_factory=dict)  # every other column (scores, labels...)
+    origin: str | None = field(default=None, compare=False, repr=False)  # "FILE:LINE" when read from a file
 
     def to_row(self, prompt_key: str = "prompt", chosen_key: str = "chosen",
                rejected_key: str = "rejected") -> dict[str, Any]:
@@ -74,6 +79,9 @@ def _check_messages(msgs: list[Any], where: str, key: str) -> Messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise DataError(f"{where}: column {key!r}, message {i}: expected {{'role': str, 'content': str}}, "
                             f"got {m!r:.80}")
+        if m["role"] not in ROLES:
+            raise DataError(f"{where}: column {key!r}, message {i} has role {m['role']!r:.40}; expected one of "
+                            f"{', '.join(map(repr, ROLES))}")
     return [{"role": m["role"], "content": m["content"]} for m in msgs]
 
 
@@ -119,13 +127,18 @@ def _pair(row: Mapping[str, Any], where: str, keys: tuple[str, str, str]) -> Pre
         prompt = _check_messages(prompt, where, pk)
     elif not isinstance(prompt, str):
         raise DataError(f"{where}: column {pk!r} must be a string or a list of chat messages, "
-                        f"got {type(prompt).__name__}")
+                        f"got {json_type(prompt)}")
+    if not (prompt.strip() if isinstance(prompt, str) else any(m["content"].strip() for m in prompt)):
+        raise DataError(f"{where}: column {pk!r}: the prompt is empty (or whitespace only)")
     chosen = _completion(row[ck], prompt, where, ck)
     rejected = _completion(row[rk], prompt, where, rk)
     uid = row.get("user_id")
     meta = {k: v for k, v in row.items() if k not in (pk, ck, rk, "user_id")}
+    if not isinstance(meta.get("assistant_prefix", ""), str):
+        raise DataError(f"{where}: column 'assistant_prefix' must be a string, got "
+                        f"{json_type(meta['assistant_prefix'])}")
     return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected,
-                          user_id=None if uid is None else str(uid), meta=meta)
+                          user_id=None if uid is None else str(uid), meta=meta, origin=where)
 
 
 def _problem(pair: PreferencePair, keys: tuple[str, str, str]) -> tuple[str, str] | None:
@@ -152,14 +165,9 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             raise DataError(f"{path}: not a readable parquet file: {exc}") from None
         for i, row in enumerate(table.to_pylist(), start=1):
             yield f"{path}:row {i}", row
-    else:
-        # iter_jsonl names file:line for invalid JSON / non-objects; our own messages need the line numbers
-        # of the records too: the non-blank lines, by iter_jsonl's rule (BOM on line 1 ignored)
-        with open(path, "rb") as fh:
-            linenos = [i for i, raw in enumerate(fh, start=1)
-                       if raw.decode("utf-8", "replace").removeprefix("\ufeff" if i == 1 else "").strip()]
-        for lineno, row in zip(linenos, iter_jsonl(path)):
-            yield f"{path}:{lineno}", row
+    else:  # iter_jsonl names file:line for invalid JSON / non-objects, and each row knows its line
+        for row in iter_jsonl(path):
+            yield origin_of(row) or str(path), row
 
 
 def read_preference_pairs(path: str | Path, *, prompt_key: str = "prompt", chosen_key: str = "chosen",

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmrl.rewards.base import RewardFn
-from llmrl.tasks.base import TASKS, Task
+from llmrl.tasks.base import TASKS, TEXT, Task
 
 if TYPE_CHECKING:
     from llmrl.core.types import Sample
@@ -104,6 +104,8 @@ class TranslationTask(Task):
         self.style = style
         self.max_words = max_words
         self.glossary = bool(glossary)
+        if style == "tagged":  # the demonstration glosses the source words
+            self.demonstration_fields = {"answer": TEXT, "parts": dict}
 
     # -- generation -------------------------------------------------------------------------------
     def make_sample(self, rng: random.Random) -> Sample:

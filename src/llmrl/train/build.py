@@ -5,12 +5,13 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from llmrl.core.errors import DataError
 from llmrl.rollout.base import GENERATORS
-from llmrl.tasks.base import Task, get_task
-from llmrl.tasks.io import read_jsonl
+from llmrl.tasks.base import TEXT, Task, get_task
+from llmrl.tasks.io import json_type, origin_of, read_samples
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
     import torch
@@ -80,15 +81,137 @@ def build_task(cfg: Root) -> Task:
     return get_task(cfg.task.name, **cfg.task.options)
 
 
+def demonstration_uses(cfg: Root) -> tuple[frozenset[str], frozenset[str]]:
+    """What the run builds from the task's (train, held-out) samples besides prompts: ``"demonstration"``
+    (SFT warm start on demonstrations; pairs built from the task: dpo without ``pref.train_file``,
+    ``rm.source=task``, ``gvm.pairs_file`` null) and ``"wrong_demonstration"`` (``sft.noise`` > 0; those
+    pairs). The samples must then carry the task's demonstration fields too (:meth:`Task.sample_fields`)."""
+    both = frozenset({"demonstration", "wrong_demonstration"})
+    train: set[str] = set()
+    test: set[str] = set()
+    s = cfg.sft
+    if s.steps > 0 and not s.data_file and s.source == "demonstrations":
+        train |= {"demonstration", "wrong_demonstration"} if s.noise > 0 else {"demonstration"}
+    pref, rm, gvm = getattr(cfg, "pref", None), getattr(cfg, "rm", None), getattr(cfg, "gvm", None)
+    if cfg.trainer == "dpo" and pref is not None and not pref.train_file:
+        train |= both
+        test |= set() if pref.test_file else both
+    if rm is not None and rm.source == "task":
+        train |= both
+        test |= both
+    if gvm is not None and not gvm.pairs_file:
+        train |= both
+    return frozenset(train), frozenset(test)
+
+
+def read_task_samples(path: str, task: Task, uses: frozenset[str] = frozenset()) -> list[Sample]:
+    """Every sample of a JSONL file, checked as it is read (:func:`llmrl.tasks.io.read_samples`) against the
+    fields ``task`` declares for each sample (:meth:`Task.sample_fields`, with ``uses``)."""
+    return read_samples(path, lambda row: task.sample_fields(row, uses), needed_by=f"task {task.name!r}")
+
+
+def read_sft_examples(path: str) -> list[Sample]:
+    """The rows of ``sft.data_file``, checked as they are read: a valid prompt and a ``completion`` (a string)
+    or, without one, an ``answer`` (a string or a number) to train on."""
+    rows = read_samples(path, lambda row: ({}, {"completion": str, "answer": TEXT}))
+    for row in rows:
+        if "completion" not in row and "answer" not in row:
+            raise DataError(f"{origin_of(row)}: no completion to train on: give 'completion' (or 'answer'); present: "
+                            f"{', '.join(map(repr, row))} (key 'completion')")
+    return rows
+
+
+def check_data_files(cfg: Root) -> None:
+    """Read and check every row of the other data files the run will read (``sft.data_file``; the preference
+    pair files ``pref.train_file`` / ``test_file`` and ``gvm.pairs_file``), so that a bad row stops the run
+    with a DataError naming ``FILE:LINE`` before any training work. ``rm.train_file`` / ``test_file`` are read
+    (and checked) by the reward-model trainer before it trains."""
+    import warnings
+
+    from llmrl.tasks.preference import read_preference_pairs
+
+    if cfg.sft.data_file:
+        read_sft_examples(cfg.sft.data_file)
+    files: list[tuple[str, dict[str, Any]]] = []
+    pref, gvm = getattr(cfg, "pref", None), getattr(cfg, "gvm", None)
+    if pref is not None:
+        keys = dict(prompt_key=pref.prompt_key, chosen_key=pref.chosen_key, rejected_key=pref.rejected_key,
+                    on_error=pref.on_error)
+        files += [(f, keys) for f in (pref.train_file, pref.test_file) if f]
+    if gvm is not None and gvm.pairs_file:
+        files.append((gvm.pairs_file, {}))
+    for path, keys in files:
+        with warnings.catch_warnings():  # the trainer reads the file again and warns about skipped pairs then
+            warnings.simplefilter("ignore", RuntimeWarning)
+            read_preference_pairs(path, **keys)
+
+
 def build_data(cfg: Root, task: Task) -> tuple[list[Sample], list[Sample]]:
-    """(train samples, held-out samples), from files when given, else from the task's generator."""
+    """(train samples, held-out samples), from files when given (every row checked as it is read: a bad row
+    raises DataError ``"FILE:LINE: ..."``; each sample remembers its line, :func:`llmrl.tasks.io.origin_of`),
+    else from the task's generator. The run's other data files are checked too (:func:`check_data_files`)."""
     t = cfg.task
-    req = ("prompt", "answer")
-    train = read_jsonl(t.train_file, required=req) if t.train_file else task.samples(t.train_size, "train", t.data_seed)
-    test = read_jsonl(t.test_file, required=req) if t.test_file else task.samples(t.test_size, "test", t.data_seed)
+    train_uses, test_uses = demonstration_uses(cfg)
+    train = (read_task_samples(t.train_file, task, train_uses) if t.train_file
+             else task.samples(t.train_size, "train", t.data_seed))
+    test = (read_task_samples(t.test_file, task, test_uses) if t.test_file
+            else task.samples(t.test_size, "test", t.data_seed))
+    check_data_files(cfg)
     for rows in (train, test):
         for r in rows:
             r.setdefault("task", task.name)
     if cfg.eval.size is not None:
         test = test[: cfg.eval.size]
     return train, test
+
+
+def _prompt_text(prompt: Any) -> str:
+    """The text a prompt holds (a string, or its messages' contents joined), without any template."""
+    return prompt if isinstance(prompt, str) else "".join(m["content"] for m in prompt)
+
+
+def validate_tokenized(samples: Sequence[Mapping[str, Any]], tokenizer: Any, chat_template: bool | None,
+                       source_name: str) -> None:
+    """Raise DataError (one line, ``"FILE:LINE: ..."`` for a sample read from a file, else ``"SOURCE_NAME:
+    sample N: ..."``) on the first sample whose prompt the model would see as nothing: text that is empty or
+    whitespace only, text the tokenizer turns into no tokens (it drops every character), a chat template that
+    rejects the messages, or a rendered prompt (:func:`llmrl.models.render_prompt`, ``chat_template`` as
+    ``model.chat_template``) with no tokens. Call it once the tokenizer is loaded, before any training work;
+    the samples are not changed."""
+    from llmrl.models.loading import render_prompt
+
+    use_template = bool(getattr(tokenizer, "chat_template", None)) and chat_template is not False
+    chunk = 256
+    for start in range(0, len(samples), chunk):
+        part = samples[start : start + chunk]
+        wheres, texts, rendered = [], [], []
+        for i, s in enumerate(part, start=start + 1):
+            where = origin_of(s) or f"{source_name}: sample {i}"
+            prompt = s.get("prompt")
+            if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not all(
+                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)):
+                raise DataError(f"{where}: the prompt must be a string or a list of chat messages, got "
+                                f"{json_type(prompt)} (key 'prompt')")
+            text = _prompt_text(prompt)
+            if not text.strip():
+                raise DataError(f"{where}: the prompt is empty or whitespace only (key 'prompt')")
+            if use_template:
+                try:
+                    full = render_prompt(tokenizer, dict(s), chat_template)
+                except Exception as exc:  # jinja2 TemplateError, raise_exception(...) in the template, ...
+                    msg = " ".join(str(exc).split()) or type(exc).__name__
+                    raise DataError(f"{where}: the tokenizer's chat template rejects the prompt: {msg} "
+                                    "(key 'prompt')") from None
+            else:
+                full = render_prompt(tokenizer, dict(s), chat_template)
+            wheres.append(where)
+            texts.append(text)
+            rendered.append(full)
+        content_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        for where, c, f in zip(wheres, content_ids, full_ids):
+            if not c:
+                raise DataError(f"{where}: the prompt is empty after tokenisation: the tokenizer drops every "
+                                "character of it (key 'prompt')")
+            if not f:
+                raise DataError(f"{where}: the prompt is empty after templating (key 'prompt')")

@@ -90,7 +90,8 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], *, max_length:
         sample = {"prompt": pair.prompt, **{k: pair.meta[k] for k in ("assistant_prefix",) if k in pair.meta}}
         prompt = encode_prompt(tokenizer, render_prompt(tokenizer, sample, chat_template))
         if not prompt:
-            raise DataError(f"pair {i}: the prompt is empty after tokenisation (nothing to condition on)")
+            raise DataError(f"{pair.origin or f'pair {i}'}: the prompt is empty after tokenisation (nothing to "
+                            "condition on)")
         p_cut = len(prompt) > max_prompt_length
         prompt = prompt[-max_prompt_length:]
         budget = max_length - len(prompt)
