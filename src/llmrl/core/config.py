@@ -38,7 +38,8 @@ def doc(help: str, default: Any = dataclasses.MISSING, factory: Any = dataclasse
         ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
     """A dataclass field with documentation and optional numeric bounds:
     ``lr: float = doc("learning rate", 1e-5, gt=0)``. Bounds (``ge`` >=, ``gt`` >, ``le`` <=, ``lt`` <) are checked
-    by :func:`from_dict` and :func:`check_fields`; a null value passes. Choices are a ``Literal[...]`` annotation."""
+    by :func:`from_dict` and :func:`check_fields`; a null value passes; on a list field they apply to each item.
+    Choices are a ``Literal[...]`` annotation."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     meta = {"help": help, **bounds}
     if factory is not dataclasses.MISSING:
@@ -60,7 +61,12 @@ def _bounds_text(meta: Any) -> str | None:
 
 
 def check_bounds(value: Any, meta: Any, where: str) -> None:
-    """Raise ``ConfigError("<where>: must be ..., got <value>")`` when a number is outside the field's bounds."""
+    """Raise ``ConfigError("<where>: must be ..., got <value>")`` when a number is outside the field's bounds;
+    each item of a list is checked (``<where>[i]: ...``)."""
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_bounds(item, meta, f"{where}[{i}]")
+        return
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return
     ok = (("ge" not in meta or value >= meta["ge"]) and ("gt" not in meta or value > meta["gt"])

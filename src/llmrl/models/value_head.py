@@ -18,7 +18,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from llmrl.models.loading import ModelLoadError, _check_dir, resolve_dtype
+from llmrl.models.loading import (
+    ModelLoadError,
+    check_finite,
+    check_model_dir,
+    check_safetensors,
+    one_line,
+    quiet_loading,
+    read_model_json,
+    resolve_dtype,
+)
 
 HEAD_WEIGHTS = "scalar_head.safetensors"
 HEAD_CONFIG = "scalar_head.json"
@@ -101,21 +110,32 @@ def load_scalar_model(path: str | Path, dtype: str | torch.dtype = "float32") ->
     causal-LM checkpoint (a directory with ``config.json`` and no head files)."""
     from transformers import AutoModel
 
-    p = _check_dir(path, "config.json")
+    torch_dtype = resolve_dtype(dtype)
+    p, where = check_model_dir(path)  # config.json, complete weight files: one-line errors naming the file
+    head = p / HEAD_WEIGHTS
+    if head.exists():
+        where.update(dict.fromkeys((f"head.{k}" for k in check_safetensors(head)), head))
+    meta = read_model_json(p / HEAD_CONFIG) if (p / HEAD_CONFIG).exists() else {}
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{p / HEAD_CONFIG}: not a JSON object")
     try:
-        backbone = AutoModel.from_pretrained(p, dtype=resolve_dtype(dtype), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{p}: cannot load a transformer backbone: {exc}") from None
+        with quiet_loading():
+            backbone = AutoModel.from_pretrained(p, dtype=torch_dtype, local_files_only=True)
+    except Exception as exc:  # unknown architecture, unreadable weights...: one line, no traceback
+        raise ModelLoadError(f"{p}: cannot load a transformer backbone: {one_line(exc)}") from exc
     backbone = backbone_of(backbone)
-    if not (p / HEAD_WEIGHTS).exists():
-        return ScalarHeadModel(backbone)
-    meta = json.loads((p / HEAD_CONFIG).read_text()) if (p / HEAD_CONFIG).exists() else {}
-    model = ScalarHeadModel(backbone, hidden_size=meta.get("hidden_size"))
-    state = load_file(str(p / HEAD_WEIGHTS))
-    try:
-        model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in state.items()})
-    except RuntimeError as exc:
-        raise ModelLoadError(f"{p / HEAD_WEIGHTS}: does not match the backbone: {exc}") from None
+    if not head.exists():
+        model = ScalarHeadModel(backbone)
+    else:
+        model = ScalarHeadModel(backbone, hidden_size=meta.get("hidden_size"))
+        try:
+            state = load_file(str(head))
+            model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in state.items()})
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{head}: does not match the backbone: {one_line(exc)}") from None
+        except Exception as exc:  # safetensors' own error type: one line naming the file
+            raise ModelLoadError(f"{head}: cannot load the scalar head: {one_line(exc)}") from exc
+    check_finite(model, p, where, locate=lambda name: name.removeprefix("backbone."))
     return model
 
 

@@ -40,7 +40,7 @@ class RMDistillConfig:
                                           "probability)", "vote")
     vote_over: Literal["all", "teacher"] = doc("vote: majority over all responses or teacher responses only", "all")
     judge_category: Literal["chat", "code", "math", "safety"] = doc("judge: chat, code, math or safety", "chat")
-    judge_threshold: float = doc("judge: score >= threshold labels a response good", 0.5)
+    judge_threshold: float = doc("judge: score >= threshold labels a response good", 0.5, ge=0, le=1)
     max_pairs_per_prompt: int = doc("most (good, bad) pairs kept per prompt", 16, ge=1)
 
 
@@ -63,7 +63,7 @@ class RMConfig:
     max_steps: int = doc("stop after this many steps; 0 = no cap", 0, ge=0)
     reg_coef: float = doc("PAR Reg: add reg_coef*(r_chosen^2 + r_rejected^2) to the loss (PAR: 0.005)", 0.0, ge=0)
     user_conditioned: bool = doc("render the user id into the reward model's input (§20 baseline)", False)
-    eval_batch_size: int = doc("pairs per scoring forward in evaluation", 32)
+    eval_batch_size: int = doc("pairs per scoring forward in evaluation", 32, ge=1)
     privacy: RMPrivacyConfig = doc("label privacy", factory=RMPrivacyConfig)
     distill: RMDistillConfig = doc("distilled rewards (source=distill)", factory=RMDistillConfig)
 
@@ -182,7 +182,7 @@ class OnlineConfig:
     pairing: Literal["best_worst", "clamp", "oracle_pairs"] = doc(
         "best_worst (one pair per prompt), clamp (CLaMP-DPO: every top x bottom fraction pair) or oracle_pairs "
         "(pairwise_judge labels consecutive sampled pairs)", "best_worst")
-    min_margin: float = doc("best_worst: no pair when best - worst score <= min_margin (ties)", 0.0)
+    min_margin: float = doc("best_worst: no pair when best - worst score <= min_margin (ties)", 0.0, ge=0)
     top_frac: float = doc("clamp: fraction of each prompt's completions taken as chosen (NotaGen: 0.1)", 0.1,
                           gt=0, le=0.5)
     bottom_frac: float = doc("clamp: fraction taken as rejected (NotaGen: 0.1)", 0.1, gt=0, le=0.5)

@@ -20,8 +20,8 @@ class AlgoConfig:
     loss_options: dict[str, Any] = doc("keyword options of the loss (eps_low, eps_high, dual_clip...)", factory=dict)
     loss_agg: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "constant"] = doc(
         "token-mean, seq-mean-token-sum, seq-mean-token-mean or constant", "token-mean")
-    agg_constant: float | None = doc("normaliser for loss_agg=constant; null = max_new_tokens", None)
-    kl_coef: float = doc("KL-to-reference coefficient (0 = no reference model)", 0.0)
+    agg_constant: float | None = doc("normaliser for loss_agg=constant; null = max_new_tokens", None, gt=0)
+    kl_coef: float = doc("KL-to-reference coefficient (0 = no reference model)", 0.0, ge=0)
     kl_estimator: Literal["k1", "k2", "k3"] = doc("k1, k2 or k3", "k3")
     kl_in_reward: bool = doc("fold -kl_coef*KL into the token rewards instead of the loss", False)
     entropy_coef: float = doc("entropy bonus coefficient", 0.0)
@@ -32,7 +32,7 @@ class AlgoConfig:
     recompute_logprobs: bool = doc("recompute old log-probs with a forward pass instead of using the sampler's", False)
     reward_failure_value: float = doc("reward given when a reward function raises or returns NaN", 0.0)
     kl_target: float | None = doc("adaptive KL (Ziegler et al.): target of the batch mean of each sequence's "
-                                  "token-mean KL; beta starts at kl_coef; null = fixed kl_coef", None)
+                                  "token-mean KL; beta starts at kl_coef; null = fixed kl_coef", None, gt=0)
     kl_horizon: int = doc("adaptive KL: beta *= 1 + clip(KL/kl_target - 1, -0.2, 0.2) * B / kl_horizon per step", 10000,
                           ge=1)
     sequence_reward: bool = doc("put the sequence score on its last token; false = token rewards are only "
@@ -88,7 +88,7 @@ class CriticConfig:
     share_backbone: bool = doc("value head on the policy's own transformer: one model in memory, the loss is "
                                "policy loss + vf_coef * value loss with one optimizer", False)
     lr: float = doc("AdamW learning rate of the critic (separate model; warm-up steps of a shared head)", 5e-6, gt=0)
-    grad_clip: float = doc("max gradient norm of the critic's updates; 0 = off", 1.0)
+    grad_clip: float = doc("max gradient norm of the critic's updates; 0 = off", 1.0, ge=0)
     vf_coef: float = doc("weight of the value loss (the critic's own loss, or its share of the joint loss)", 1.0, gt=0)
     value_clip: float | None = doc("clip the new values to old +- value_clip in the value loss; null = no clip", 0.2,
                                    gt=0)
@@ -147,6 +147,9 @@ class RLRoot(RootBase):
 
     def validate(self) -> Self:
         self.validate_shared()
+        t = self.rollout.temperature
+        requirement("rollout")(t > 0, "temperature", f"must be > 0 for RL (the policy's log-probs are taken at the "
+                                                     f"sampling temperature; 0 = greedy only samples), got {t!r}")
         self.algo.validate()
         self.critic.validate(self)
         return self
