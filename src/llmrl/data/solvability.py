@@ -2,7 +2,8 @@ r"""Solvability and difficulty from a model's rollouts (Big-Math, PAPERS.md §17
 
 Each problem gets ``k`` sampled completions (64 in the paper); a completion is correct when the ``math``
 task's verifier accepts it (:meth:`llmrl.tasks.math_task.MathTask.is_correct`: last ``\boxed{}`` — or
-``<answer>`` for the tagged style — checked with :func:`llmrl.rewards.math.math_equal`). The solve rate is
+``<answer>`` for the tagged style — checked with :func:`llmrl.rewards.math.math_equal`, in the task's reward worker pool, so a hostile answer
+cannot stall curation: :mod:`llmrl.rewards.pool`, as in training and ``llmrl reward``). The solve rate is
 correct / k. Problems with fewer than ``min_correct`` (default 1) correct rollouts are unsolvable and removed.
 
 Difficulty (:func:`difficulty_edges`, :func:`difficulty`): the kept problems are split into quintiles of
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from llmrl.core.progress import progress_bar
+from llmrl.rewards.pool import task_pool
 from llmrl.tasks.math_task import MathTask
 
 GenerateFn = Callable[[list[str], int], list[list[str]]]
@@ -31,9 +33,10 @@ QUANTILES = (0.2, 0.4, 0.6, 0.8)
 
 
 def count_correct(completions: Sequence[str], gold: str, task: MathTask) -> int:
-    """How many completions the math task's verifier accepts for ``gold``."""
-    sample = {"answer": gold}
-    return sum(bool(task.is_correct(c, sample)) for c in completions)
+    """How many completions the math task's verifier accepts for ``gold`` (checked in the task's reward pool:
+    a verdict that hangs or crashes counts as not correct, :mod:`llmrl.rewards.pool`)."""
+    outcomes = task_pool(task).score(list(completions), [{"answer": gold}] * len(completions), checks=True)
+    return sum(bool(o.checks.get("correct")) for o in outcomes)
 
 
 def solve_counts(prompts: Sequence[str], golds: Sequence[str], generate: GenerateFn, k: int, *,
@@ -51,7 +54,10 @@ def solve_counts(prompts: Sequence[str], golds: Sequence[str], generate: Generat
         if len(outs) != len(batch) or any(len(o) != k for o in outs):
             raise RuntimeError(f"generate returned {[len(o) for o in outs]} completions for {len(batch)} "
                                f"prompts, expected {k} each")
-        counts += [count_correct(o, g, task) for o, g in zip(outs, golds[i : i + len(batch)])]
+        flat = [c for o in outs for c in o]  # one pool call per chunk: k completions of each problem
+        gold = [{"answer": g} for g in golds[i : i + len(batch)] for _ in range(k)]
+        verdicts = [bool(o.checks.get("correct")) for o in task_pool(task).score(flat, gold, checks=True)]
+        counts += [sum(verdicts[j * k : (j + 1) * k]) for j in range(len(batch))]
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

@@ -43,8 +43,9 @@ import torch
 
 from llmrl.core.ops import right_pad
 from llmrl.models.loading import eval_mode
-from llmrl.rewards.base import RewardFn, combine_rewards
+from llmrl.rewards.base import RewardFn
 from llmrl.rewards.judge import instruction_of
+from llmrl.rewards.pool import PoolOptions, RewardPool
 from llmrl.tasks.preference import PreferencePair
 
 if TYPE_CHECKING:
@@ -86,16 +87,23 @@ class PreferenceSource(Protocol):
 
 
 class RewardSource:
-    """Scores = the weighted sum of reward functions (a failing one contributes ``failure_value``)."""
+    """Scores = the weighted sum of reward functions (a failing one contributes ``failure_value``), computed
+    in a :class:`~llmrl.rewards.pool.RewardPool`: ``pool`` (e.g. the task's,
+    :func:`~llmrl.rewards.pool.task_pool`, whose functions must be ``fns``), else one of its own over ``fns``
+    with ``options``, started on first use. A hanging or crashing reward scores ``failure_value``."""
 
     def __init__(self, fns: Mapping[str, RewardFn] | RewardFn, weights: Mapping[str, float] | None = None,
-                 failure_value: float = 0.0) -> None:
+                 failure_value: float = 0.0, pool: RewardPool | None = None,
+                 options: PoolOptions | None = None) -> None:
         self.fns = dict(fns) if isinstance(fns, Mapping) else {"reward": fns}
         self.weights, self.failure_value = weights, failure_value
+        self.pool = pool if pool is not None else RewardPool(self.fns, options)
 
     def score(self, samples: Sequence[Sample], completions: Sequence[Sequence[str]]) -> list[list[float]]:
-        return [[combine_rewards(self.fns, c, s, self.weights, self.failure_value).total for c in cs]
-                for s, cs in zip(samples, completions, strict=True)]
+        flat_c = [c for cs in completions for c in cs]
+        flat_s = [s for s, cs in zip(samples, completions, strict=True) for _ in cs]
+        outs = self.pool.score(flat_c, flat_s, failure_value=self.failure_value, weights=self.weights)
+        return _unflatten([o.total for o in outs], completions)
 
 
 class JudgeSource:

@@ -2,7 +2,8 @@
 
 Each entry is a factory ``(cfg, run) -> PreferenceSource`` (the classes live in :mod:`llmrl.preference.ranking`):
 
-``reward``          the task's reward functions (failing ones count ``algo.reward_failure_value``);
+``reward``          the task's reward functions, in the task's reward pool (:mod:`llmrl.rewards.pool`; failing,
+                    hanging or crashing ones count ``algo.reward_failure_value``);
 ``reward_model``    a trained reward model directory (``online.reward_model``), on the policy's device;
 ``judge``           a Yes/No judge (:func:`judge_model`: ``online.judge_model``, else the policy itself);
 ``pairwise_judge``  an A/B judge ranking by win rate (``online.ranking``, ``online.both_orders``).
@@ -22,6 +23,7 @@ from llmrl.preference.ranking import (
     RewardSource,
     pairwise_judge,
 )
+from llmrl.rewards.pool import PoolOptions, task_pool
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +60,9 @@ def judge_model(cfg: OnlineRoot, run: RunParts) -> tuple[torch.nn.Module, Any]:
 
 @SOURCES.register("reward")
 def reward_source(cfg: OnlineRoot, run: RunParts) -> PreferenceSource:
-    return RewardSource(run.task.reward_functions(), failure_value=cfg.algo.reward_failure_value)
+    """The task's reward functions, in the task's reward pool (section ``reward``: workers, timeout, ...)."""
+    pool = task_pool(run.task, PoolOptions.of(getattr(cfg, "reward", None)))
+    return RewardSource(run.task.reward_functions(), failure_value=cfg.algo.reward_failure_value, pool=pool)
 
 
 @SOURCES.register("reward_model")

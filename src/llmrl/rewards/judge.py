@@ -111,4 +111,5 @@ def make_judge_reward(model: torch.nn.Module, tokenizer: Any, category: str = "c
             return None
         return judge_score(model, tokenizer, instruction, completion, category)
 
+    reward.in_process = True  # type: ignore[attr-defined]  # a reward pool runs it here: it reads the live model
     return reward

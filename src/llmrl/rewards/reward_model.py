@@ -16,7 +16,6 @@ model (PAPERS.md §20) reads the user from ``sample[user_key]`` and sees the pro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 
 from llmrl.core.ops import right_pad
-from llmrl.models.loading import encode_prompt, eval_mode, render_prompt
+from llmrl.models.loading import ModelLoadError, encode_prompt, eval_mode, read_model_json, render_prompt
 
 RM_META = "reward_model.json"
 """Tokenisation settings saved next to a trained reward model."""
@@ -79,11 +78,17 @@ def score_texts(model: torch.nn.Module, tokenizer: Any, items: Sequence[tuple[Pr
 def read_rm_meta(path: str | Path) -> dict[str, Any]:
     """The ``reward_model.json`` settings of a saved reward model ({} when absent)."""
     f = Path(path) / RM_META
-    return json.loads(f.read_text()) if f.is_file() else {}
+    meta = read_model_json(f) if f.is_file() else {}
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{f}: not a JSON object")
+    return meta
 
 
 class RewardModelReward:
-    """A reward function backed by a reward model; also scores batches (:meth:`score_batch`)."""
+    """A reward function backed by a reward model; also scores batches (:meth:`score_batch`). A reward pool
+    (:mod:`llmrl.rewards.pool`) calls it in the calling process (``in_process``), on the live model."""
+
+    in_process = True
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, prompt_key: str = "prompt",
                  user_key: str | None = None, chat_template: bool | None = None, max_length: int = 1024,

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from llmrl.core.errors import ConfigError
 from llmrl.core.seed import derive_seed
-from llmrl.rewards.base import RewardFn, combine_rewards
+from llmrl.rewards.base import RewardFn
+from llmrl.rewards.pool import PoolOptions, task_pool
 from llmrl.rewards.shaping import (
     RunningStats,
     collect_reference_rewards,
@@ -106,11 +107,14 @@ class SequenceRewards:
         return stack_reference_rewards([self.refs[prompt_key(s["prompt"])] for s in samples])
 
     def reward_fn(self) -> RewardFn:
-        """The source of step 1 as a ``(completion, sample) -> float`` function (for the references)."""
+        """The source of step 1 as a ``(completion, sample) -> float`` function (for the references): the
+        reward model, or the task's reward functions summed in the task's reward pool (the collector's: same
+        time / memory bounds, failures score ``algo.reward_failure_value``)."""
         if self.rm is not None:
             return self.rm
-        fns, fail = self.run.task.reward_functions(), self.cfg.algo.reward_failure_value
-        return lambda completion, sample: combine_rewards(fns, completion, sample, failure_value=fail).total
+        pool = task_pool(self.run.task, PoolOptions.of(getattr(self.cfg, "reward", None)))
+        fail = self.cfg.algo.reward_failure_value
+        return lambda completion, sample: pool.score([completion], [sample], failure_value=fail)[0].total
 
     def state_dict(self) -> dict[str, Any]:
         return {"stats": self.stats.state_dict(), "refs": {k: list(v) for k, v in self.refs.items()}}

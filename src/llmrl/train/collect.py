@@ -9,11 +9,12 @@ from typing import Any
 
 from llmrl.core.seed import derive_seed
 from llmrl.core.types import Episode, Sample
-from llmrl.rewards.base import combine_rewards, safe_check
+from llmrl.rewards.pool import PoolOptions, RewardPool, task_pool
 from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.rollout.episodes import generate_episodes
 from llmrl.rollout.multiturn import Environment
 from llmrl.tasks.base import Task
+from llmrl.train.config import RewardConfig
 
 
 class DataStream:
@@ -52,13 +53,17 @@ def overlong_penalty(length: int, max_len: int, buffer: int, factor: float) -> f
 
 
 def score_episodes(episodes: list[Episode], task: Task, failure_value: float, max_new_tokens: int,
-                   overlong_buffer: int = 0, overlong_factor: float = 1.0) -> None:
+                   overlong_buffer: int = 0, overlong_factor: float = 1.0, pool: RewardPool | None = None) -> None:
     """Fill ``reward`` / ``reward_components`` of each episode, and ``correct`` / ``well_formed`` /
-    ``reward_failures`` in its metadata. A reward function that raises or returns NaN gives
-    ``failure_value`` for that component; the failure is counted, never raised."""
-    fns = task.reward_functions()
-    for ep in episodes:
-        out = combine_rewards(fns, ep.completion, ep.sample, failure_value=failure_value)
+    ``reward_failures`` (``"name: error"``), ``reward_failed`` / ``reward_timeouts`` (component names) in its
+    metadata. The task's reward functions and verdicts run in ``pool`` (default: the task's shared pool,
+    :func:`~llmrl.rewards.pool.task_pool`): a component that raises, returns a non-number, NaN or a value
+    beyond the pool's ``max_abs``, runs past its ``timeout`` or kills its worker gives ``failure_value``;
+    the failure is counted, never raised."""
+    pool = pool if pool is not None else task_pool(task)
+    outs = pool.score([ep.completion for ep in episodes], [ep.sample for ep in episodes],
+                      failure_value=failure_value, checks=True)
+    for ep, out in zip(episodes, outs, strict=True):
         if overlong_buffer > 0:
             length = max(e - s for s, e in ep.turn_spans) if ep.turn_spans else 0
             pen = overlong_penalty(length, max_new_tokens, overlong_buffer, overlong_factor)
@@ -66,8 +71,10 @@ def score_episodes(episodes: list[Episode], task: Task, failure_value: float, ma
             out.total += pen
         ep.reward, ep.reward_components = out.total, out.components
         ep.metadata["reward_failures"] = out.failures
-        ep.metadata["correct"] = safe_check(task.is_correct, ep.completion, ep.sample)
-        ep.metadata["well_formed"] = safe_check(task.is_well_formed, ep.completion, ep.sample)
+        ep.metadata["reward_failed"] = out.failed
+        ep.metadata["reward_timeouts"] = out.timed_out
+        ep.metadata["correct"] = out.checks.get("correct", False)
+        ep.metadata["well_formed"] = out.checks.get("well_formed", False)
 
 
 @dataclass
@@ -78,7 +85,9 @@ class Collector:
     With dynamic sampling (DAPO), groups whose rewards are all equal carry no signal: they are dropped and
     more prompts are drawn, for at most ``max_rounds`` (if every group was dropped, the last round's groups
     are returned unchanged). ``overlong_buffer`` / ``overlong_factor``: DAPO's soft overlong punishment
-    (:func:`overlong_penalty`); ``env`` / ``max_turns``: multi-turn episodes."""
+    (:func:`overlong_penalty`); ``env`` / ``max_turns``: multi-turn episodes; ``reward``: where and under
+    which limits the reward functions run (the ``reward`` config section; None = the defaults), in
+    ``pool`` (:func:`~llmrl.rewards.pool.task_pool`)."""
 
     generator: Generator
     tokenizer: Any
@@ -93,6 +102,13 @@ class Collector:
     overlong_factor: float = 1.0
     env: Environment | None = None
     max_turns: int = 1
+    reward: RewardConfig | None = None  # the reward pool's settings (None = defaults)
+    pool: RewardPool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The task's shared pool with these settings: later score_episodes(task) calls (evaluation, the ReMax
+        # baseline) use it too. Its processes start on the first call.
+        self.pool = task_pool(self.task, PoolOptions.of(self.reward))
 
     def __call__(self, params: SamplingParams) -> Rollouts:
         """The step's rollouts; round r of dynamic sampling uses seed ``params.seed + r``."""
@@ -106,7 +122,7 @@ class Collector:
             eps = generate_episodes(self.generator, self.tokenizer, self.data.next(prompts), p, self.chat_template,
                                     group_offset=rounds * prompts, env=self.env, max_turns=self.max_turns)
             score_episodes(eps, self.task, self.failure_value, params.max_new_tokens, self.overlong_buffer,
-                           self.overlong_factor)
+                           self.overlong_factor, self.pool)
             all_eps += eps
             groups: dict[int, list[Episode]] = defaultdict(list)
             for e in eps:
@@ -135,9 +151,14 @@ def score_summary(episodes: list[Episode]) -> dict[str, float]:
     rewards = [e.reward for e in episodes]
     mean = sum(rewards) / n
     comps: dict[str, float] = defaultdict(float)
+    failed: dict[str, int] = defaultdict(int)  # episodes whose component failed, by reward name
     for e in episodes:
         for k, v in e.reward_components.items():
             comps[f"reward/{k}"] += v / n
+            if k != "overlong":  # every reward's count is logged, 0 included (overlong is no reward function)
+                failed.setdefault(k, 0)
+        for k in e.metadata.get("reward_failed", ()):
+            failed[k] += 1
     return {
         "reward": mean,
         "reward_std": (sum((r - mean) ** 2 for r in rewards) / n) ** 0.5,
@@ -146,5 +167,7 @@ def score_summary(episodes: list[Episode]) -> dict[str, float]:
         "format_rate": sum(bool(e.metadata.get("well_formed")) for e in episodes) / n,
         "truncated": sum(e.truncated for e in episodes) / n,
         "reward_failures": float(sum(bool(e.metadata.get("reward_failures")) for e in episodes)),
+        "reward_timeouts": float(sum(len(e.metadata.get("reward_timeouts", ())) for e in episodes)),
+        **{f"reward_failures/{k}": float(v) for k, v in sorted(failed.items())},
         **comps,
     }
