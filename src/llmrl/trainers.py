@@ -4,12 +4,18 @@ Each entry gives the trainer's root config class and its entry function, both as
 imported only when used (listing or checking names imports nothing heavy). The root lists the config sections
 that trainer reads (:mod:`llmrl.rl.config`, :mod:`llmrl.preference.config`); the function takes
 ``(cfg, resume)`` and returns the run summary (also written to ``<output_dir>/summary.json``).
+
+:func:`run_trainer` is how a run starts (the CLI and the Python API): it claims ``output_dir`` for the run
+(:func:`llmrl.train.rundir.claim_output`: one run per directory, another run's outputs refused unless resumed
+or overwritten), checks that ``--resume`` has a checkpoint to resume, and turns SIGINT/SIGTERM into a
+checkpoint and a clean stop.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -22,6 +28,7 @@ def _load(ref: str) -> Any:
 class Trainer:
     root: str  # "module:Class" of the root config
     entry: str  # "module:function" of the loop
+    checkpoints: bool = True  # the loop writes <output_dir>/checkpoints (resume needs one)
 
     def root_class(self) -> type:
         return _load(self.root)
@@ -37,13 +44,13 @@ TRAINERS: dict[str, Trainer] = {
     # PPO with a frozen global value model (trains it first if needed)
     "dvpo": Trainer(f"{_RL}:DVPORoot", "llmrl.rl.dvpo:train"),
     # DVPO's global value model on preference pairs
-    "dvpo_value": Trainer(f"{_RL}:DVPOValueRoot", "llmrl.rl.dvpo:train_gvm"),
+    "dvpo_value": Trainer(f"{_RL}:DVPOValueRoot", "llmrl.rl.dvpo:train_gvm", checkpoints=False),
     # offline preference optimisation (DPO, IPO, cDPO, robust, SimPO, DPOP)
     "dpo": Trainer(f"{_PREF}:DPORoot", "llmrl.preference.dpo:train"),
     # Bradley-Terry reward model (+ Reg, label privacy)
     "reward_model": Trainer(f"{_PREF}:RewardModelRoot", "llmrl.preference.train_rm:train"),
     # mix K single-objective policies (fixed or max-min weights), evaluate
-    "mpo": Trainer(f"{_PREF}:MPORoot", "llmrl.preference.mpo:train"),
+    "mpo": Trainer(f"{_PREF}:MPORoot", "llmrl.preference.mpo:train", checkpoints=False),
     # online / self-judged / CLaMP iterative DPO
     "online_dpo": Trainer(f"{_PREF}:OnlineRoot", "llmrl.preference.online:train"),
     # ONPO: optimistic online mirror descent, pairwise oracle
@@ -56,9 +63,29 @@ def root_class(trainer: str) -> type:
     return TRAINERS[trainer].root_class()
 
 
-def run_trainer(cfg: Any, resume: bool = False) -> dict[str, Any]:
-    """Run the loop named by ``cfg.trainer``."""
-    return TRAINERS[cfg.trainer].entry_function()(cfg, resume)
+def run_trainer(cfg: Any, resume: bool = False, overwrite: bool = False, force: bool = False) -> dict[str, Any]:
+    """Run the loop named by ``cfg.trainer`` in ``cfg.output_dir``, claimed for the run's lifetime: a directory
+    holding another run's outputs is refused unless ``resume`` (continue from its latest checkpoint; ``force``:
+    even under a changed config) or ``overwrite`` (delete those outputs first). Errors are one-line user errors
+    (:data:`llmrl.core.errors.USER_ERRORS`); a SIGINT/SIGTERM checkpoints after the current step and raises
+    :class:`~llmrl.core.errors.RunInterrupted`."""
+    from llmrl.core.errors import CheckpointError, ConfigError
+    from llmrl.train.checkpoint import latest_checkpoint
+    from llmrl.train.rundir import RunOptions, claim_output, graceful_stop, using_options
+
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in output_dir, --overwrite deletes it: pass one of them")
+    trainer = TRAINERS[cfg.trainer]
+    claim = claim_output(cfg.output_dir, resume=resume, overwrite=overwrite)
+    try:
+        ckpts = Path(cfg.output_dir) / "checkpoints"
+        if resume and trainer.checkpoints and latest_checkpoint(ckpts) is None:
+            raise CheckpointError(f"--resume: no checkpoint in {ckpts}; nothing to resume (start the run without "
+                                  f"--resume)")
+        with using_options(RunOptions(force=force)), graceful_stop():
+            return trainer.entry_function()(cfg, resume)
+    finally:
+        claim.release()
 
 
 __all__ = ["TRAINERS", "Trainer", "root_class", "run_trainer"]

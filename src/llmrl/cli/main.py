@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -21,15 +22,22 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--output-dir", default="runs/quickstart")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--print-config", action="store_true", help="print the quickstart config and exit")
+    q.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output-dir")
     _add_overrides(q)
 
     t = sub.add_parser("train", help="training from a YAML recipe (its trainer: rl, dpo, ppo...)")
     t.add_argument("recipe", help="YAML recipe (see recipes/)")
     t.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
+    t.add_argument("--overwrite", action="store_true",
+                   help="delete the outputs of an earlier run in output_dir first (without it, such a directory is "
+                        "refused)")
+    t.add_argument("--force", action="store_true",
+                   help="with --resume: resume even if the config differs from the checkpoint's")
     _add_overrides(t)
 
     s = sub.add_parser("sft", help="supervised fine-tuning only (the recipe's sft section)")
     s.add_argument("recipe")
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs in output_dir")
     _add_overrides(s)
 
     r = sub.add_parser("rft", help="rejection-sampling fine-tuning: sample k, keep verified, SFT, repeat")
@@ -37,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=int, default=2)
     r.add_argument("--k", type=int, default=8, help="samples per prompt")
     r.add_argument("--prompts", type=int, default=256, help="training prompts sampled per round")
+    r.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs in output_dir")
     _add_overrides(r)
 
     e = sub.add_parser("eval", help="evaluate a model directory on a recipe's held-out prompts")
@@ -65,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     rw.add_argument("--output", required=True, help="JSONL: each input line plus reward and reward_components")
     rw.add_argument("--option", action="append", default=[], metavar="key=value", help="task option")
     rw.add_argument("--failure-value", type=float, default=0.0, help="reward when a reward function fails")
+    rw.add_argument("--workers", type=int, default=None, help="reward worker processes (default: one per CPU "
+                    "core, at most 16; 0 = in this process, no time or memory bound)")
+    rw.add_argument("--timeout", type=float, default=None, help="seconds one reward function may take on one "
+                    "completion before it scores the failure value (default 5)")
 
     m = sub.add_parser("make-tiny-model", help="write the offline tiny model + tokenizer as a HF directory")
     m.add_argument("path")
@@ -104,9 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"llmrl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("llmrl: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # RunInterrupted: after a checkpoint, which it names
+        print(f"llmrl: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only file system... while writing outputs
+        if exc.errno not in _IO_ERRNOS:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"llmrl: error: {exc.strerror}{where}", file=sys.stderr)
+        return 2
+
+
+_IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -122,26 +144,28 @@ def _dispatch(args: argparse.Namespace) -> int:
             cfg = quickstart_config(args.output_dir, args.seed, args.overrides)
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
             return 0
-        quickstart(args.output_dir, args.seed, args.overrides)
+        quickstart(args.output_dir, args.seed, args.overrides, overwrite=args.overwrite)
         return 0
     if args.cmd == "train":
         from llmrl.config import load_config
         from llmrl.trainers import run_trainer
 
-        summary = run_trainer(load_config(args.recipe, args.overrides), resume=args.resume)
+        summary = run_trainer(load_config(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite,
+                              force=args.force)
         _print_summary(summary)
         return 0
     if args.cmd == "sft":
         from llmrl.cli.finetune import sft_command
         from llmrl.config import load_config
 
-        _print_summary(sft_command(load_config(args.recipe, args.overrides)))
+        _print_summary(sft_command(load_config(args.recipe, args.overrides), overwrite=args.overwrite))
         return 0
     if args.cmd == "rft":
         from llmrl.cli.finetune import rft_command
         from llmrl.config import load_config
 
-        _print_summary(rft_command(load_config(args.recipe, args.overrides), args.rounds, args.k, args.prompts))
+        _print_summary(rft_command(load_config(args.recipe, args.overrides), args.rounds, args.k, args.prompts,
+                                   overwrite=args.overwrite))
         return 0
     if args.cmd == "eval":
         from llmrl.cli.finetune import eval_command
@@ -221,10 +245,16 @@ def _get_task(name: str, option_items: list[str]) -> Any:
 
 
 def _reward(args: argparse.Namespace) -> int:
+    from llmrl.core.config import ConfigError
+    from llmrl.rewards.pool import PoolOptions
     from llmrl.tasks.scoring import score_file
 
     task = _get_task(args.task, args.option)
-    summary = score_file(task, args.input, args.output, failure_value=args.failure_value)
+    try:
+        options = PoolOptions.of(workers=args.workers, timeout=args.timeout)
+    except ValueError as exc:
+        raise ConfigError(f"llmrl reward: {exc}") from None
+    summary = score_file(task, args.input, args.output, failure_value=args.failure_value, options=options)
     print(json.dumps(summary.as_dict(), indent=2))
     print(summary.histogram())
     return 0

@@ -36,13 +36,15 @@ def quickstart_config(output_dir: str = "runs/quickstart", seed: int = 0, overri
     return load_config(None, list(overrides or []), base=base)
 
 
-def quickstart(output_dir: str = "runs/quickstart", seed: int = 0, overrides: list[str] | None = None) -> dict[str, Any]:
-    from llmrl.rl.loop import train
+def quickstart(output_dir: str = "runs/quickstart", seed: int = 0, overrides: list[str] | None = None,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Run the quickstart into ``output_dir`` (an earlier run there is refused unless ``overwrite``)."""
+    from llmrl.trainers import run_trainer
 
     cfg = quickstart_config(output_dir, seed, overrides)
     print(f"llmrl quickstart: tiny model, SFT on sloppy demonstrations ({cfg.sft.noise:.0%} drop the carry), "
           f"then {cfg.steps} RL steps ({cfg.algo.advantage} advantages) on {cfg.task.name}; output in {cfg.output_dir}")
-    summary = train(cfg)
+    summary = run_trainer(cfg, overwrite=overwrite)
     print(format_table(summary))
     print(f"summary: {Path(cfg.output_dir) / 'summary.json'}")
     return summary

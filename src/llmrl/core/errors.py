@@ -18,6 +18,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or does not match the run."""
 
 
+class RunDirError(RuntimeError):
+    """The output directory cannot be used: it is a file, not writable, in use by another run (locked), or holds
+    another run's outputs (without ``--resume`` / ``--overwrite``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped a run after a step; the message says which step and where its checkpoint is."""
+
+
 class TrainingAborted(RuntimeError):
     """Raised after ``optim.max_bad_steps`` consecutive non-finite steps; the last checkpoint is intact."""
 
@@ -27,6 +36,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ModelLoadError,
     DataError,
     CheckpointError,
+    RunDirError,
     TrainingAborted,
     FileNotFoundError,
 )

@@ -44,7 +44,7 @@ from llmrl.tasks.preference import PreferencePair, read_preference_pairs
 from llmrl.train.build import reference_policy
 from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import score_episodes
-from llmrl.train.guard import BadSteps, eval_due, open_log, resume_state, save_due
+from llmrl.train.guard import BadSteps, Checkpoints, eval_due, open_log, resume_state
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, completion_logps, encode_pairs
 from llmrl.train.run import RunParts, build_run, evaluate_run, sampling_params, save_final
@@ -325,11 +325,15 @@ def train(cfg: DPORoot, resume: bool = False) -> dict[str, Any]:
     optimizer = build_optimizer(run.model.parameters(), o.lr, o.weight_decay, o.betas, o.eps)
     scheduler = build_scheduler(optimizer, o.warmup_steps, steps, o.schedule)
     order, bad = PairOrder(n, p.batch_size, cfg.seed), BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")
-    state = resume_state(out, resume, run.model, optimizer, scheduler)
+    state = resume_state(out, resume, run.model, optimizer, scheduler, config=to_dict(cfg))
     start, bad.count = (state["step"], state["bad_steps"]) if state is not None else (0, 0)
-    log, run.before = open_log(out, state, lambda: evaluate_all(run, cfg, 0, eval_b, ref_eval, objective))
+    log, run.before = open_log(out, state, lambda: evaluate_all(run, cfg, 0, eval_b, ref_eval, objective), cfg)
+    saves = Checkpoints(lambda step: save_checkpoint(out / "checkpoints", step, run.model, optimizer, scheduler,
+                                                     keep=cfg.keep_checkpoints, config=to_dict(cfg),
+                                                     state={"bad_steps": bad.count, "rng": rng_state()}),
+                        cfg.save_every, cfg.save_minutes, steps)
     bar = progress_bar(steps, "dpo", enabled=cfg.progress, initial=start)
-    for step in range(start + 1, steps + 1):
+    for step in saves.steps(start):  # after each: checkpoint if due; RunInterrupted after a SIGINT/SIGTERM
         t_step = time.time()
         idx = order.indices(step)
         batch = train_b.select(idx)
@@ -343,13 +347,10 @@ def train(cfg: DPORoot, resume: bool = False) -> dict[str, Any]:
                              "truncated": float(batch.truncated.float().mean()), "time/step": time.time() - t_step})
         if eval_due(step, cfg.eval.every, steps):
             run.last_eval = log.log(step, evaluate_all(run, cfg, step, eval_b, ref_eval, objective), kind="eval")
-        if save_due(step, cfg.save_every, steps):
-            save_checkpoint(out / "checkpoints", step, run.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
-                            state={"bad_steps": bad.count, "rng": rng_state()})
         _show(bar, step, rec, cfg.log_every)
     if bar is not None:
         bar.close()
-    after = log.log(steps, evaluate_all(run, cfg, steps, eval_b, ref_eval, objective), kind="eval")
+    after = log.once(steps, "eval", lambda: evaluate_all(run, cfg, steps, eval_b, ref_eval, objective))
     log.close()
     save_final(run, cfg)
     summary = {

@@ -165,7 +165,8 @@ def _policies(cfg: MPORoot, task: Task, reference: str | Path, resume: bool) -> 
         out = Path(cfg.output_dir) / "policies" / name
         final = out / "final_model"
         if not (resume and (final / "config.json").is_file()):
-            rl_train(policy_config(cfg, reference, name, out), resume=resume)
+            started = resume and (out / "checkpoints" / "latest").is_file()
+            rl_train(policy_config(cfg, reference, name, out), resume=started)
         dirs.append(str(final))
     return names, dirs
 
@@ -197,9 +198,9 @@ def train(cfg: MPORoot, resume: bool = False) -> dict[str, Any]:
     """Run the MPO pipeline (module docstring); returns the summary, also written to ``summary.json``."""
     t0 = time.time()
     seed_everything(cfg.seed)
-    out = prepare_output(cfg)
     task = build_task(cfg)
     train_samples, test = build_data(cfg, task)
+    out = prepare_output(cfg)  # the inputs are valid: config.yaml, threads
     reference = _reference(cfg, task, train_samples, resume)
     names, dirs = _policies(cfg, task, reference, resume)
     t_policies = time.time()

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from llmrl.algos.onpo import onpo_beta, onpo_target
 from llmrl.algos.preference import REFERENCE_FREE
+from llmrl.core.config import to_dict
 from llmrl.core.seed import derive_seed, rng_state, seed_everything
 from llmrl.preference.dpo import PairObjective, PairOrder, pair_step, score_pairs
 from llmrl.preference.ranking import (
@@ -61,7 +62,7 @@ from llmrl.rollout.episodes import generate_episodes
 from llmrl.train.build import reference_policy
 from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import DataStream
-from llmrl.train.guard import BadSteps, open_log, resume_state
+from llmrl.train.guard import BadSteps, Checkpoints, open_log, resume_state
 from llmrl.train.metrics import read_metrics
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, encode_pairs
@@ -228,7 +229,7 @@ def _run(cfg: OnlineRoot, resume: bool, onpo: bool) -> dict[str, Any]:
         ref_model, ref_ctx = reference_policy(run.model, cfg.model.lora.enabled)
     prime = trainable_state(run.model) if onpo else None  # π′_1 = π_1 = the starting policy
     data = DataStream(run.train, cfg.seed)
-    state = resume_state(out, resume, run.model, *_blank_optimizer(run.model, cfg))  # no optimizer state is kept
+    state = resume_state(out, resume, run.model, *_blank_optimizer(run.model, cfg), config=to_dict(cfg))  # no optimizer state is kept
     if state is not None:
         data.position, prime = state["data_position"], state.get("prime", prime)
     start = state["step"] if state is not None else 0
@@ -242,8 +243,12 @@ def _run(cfg: OnlineRoot, resume: bool, onpo: bool) -> dict[str, Any]:
             init_path.write_text(json.dumps(initial))
         return ev
 
-    log, run.before = open_log(out, state, evaluate_before)
-    for it in range(start + 1, o.iterations + 1):
+    log, run.before = open_log(out, state, evaluate_before, cfg)
+    saves = Checkpoints(lambda it: save_checkpoint(
+        out / "checkpoints", it, run.model, *_blank_optimizer(run.model, cfg), keep=cfg.keep_checkpoints,
+        config=to_dict(cfg), state={"data_position": data.position, "rng": rng_state(),
+                                    **({"prime": prime} if onpo else {})}), 1, 0.0, o.iterations)
+    for it in saves.steps(start):  # a checkpoint after each iteration; RunInterrupted after a SIGINT/SIGTERM
         t_it = time.time()
         # 1. sample from the current policy
         samples = data.next(o.prompts)
@@ -284,9 +289,6 @@ def _run(cfg: OnlineRoot, resume: bool, onpo: bool) -> dict[str, Any]:
         # 4. evaluate and checkpoint
         ev, _ = evaluate_online(run, cfg, it, source, initial)
         run.last_eval = log.log(it, ev, kind="eval")
-        save_checkpoint(out / "checkpoints", it, run.model, *_blank_optimizer(run.model, cfg),
-                        keep=cfg.keep_checkpoints, state={"data_position": data.position, "rng": rng_state(),
-                                                          **({"prime": prime} if onpo else {})})
         _show(cfg, it, rec, run.last_eval)
     log.close()
     return _finish(run, cfg, out, t0, onpo)

@@ -52,7 +52,7 @@ from llmrl.algos.privacy import (
     rr_flip_probability,
     rr_label_epsilon,
 )
-from llmrl.core.config import ConfigError
+from llmrl.core.config import ConfigError, to_dict
 from llmrl.core.progress import progress_bar
 from llmrl.core.seed import derive_seed, rng_state, seed_everything
 from llmrl.models.loading import eval_mode
@@ -67,10 +67,10 @@ from llmrl.preference.personal import (
 from llmrl.rewards.reward_model import RM_META
 from llmrl.tasks.preference import PreferencePair, read_preference_pairs, task_pairs
 from llmrl.train.checkpoint import save_checkpoint
-from llmrl.train.guard import BadSteps, eval_due, open_log, resume_state, save_due
+from llmrl.train.guard import BadSteps, Checkpoints, eval_due, open_log, resume_state
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, encode_pairs
-from llmrl.train.rundir import atomic_dir, prepare_output
+from llmrl.train.rundir import apply_threads, atomic_dir
 
 if TYPE_CHECKING:
     from llmrl.preference.config import RewardModelRoot
@@ -258,7 +258,8 @@ def _dp_step(model: ScalarHeadModel, params: list[Tensor], cfg: RewardModelRoot,
 def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
     """Train a reward model as configured; returns the summary (also ``<output_dir>/summary.json``)."""
     t0, r, pv = time.time(), cfg.rm, cfg.rm.privacy
-    out = prepare_output(cfg)
+    out = Path(cfg.output_dir)
+    apply_threads(cfg)
     seed_everything(cfg.seed)
     model, tok, train_raw, test, info = build_models_and_pairs(cfg)
     agreement = user_agreement(train_raw + test, r.user_key) if any(
@@ -291,14 +292,18 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
     optimizer = build_optimizer(params, r.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
     scheduler = build_scheduler(optimizer, cfg.optim.warmup_steps, total, cfg.optim.schedule)
     bad = BadSteps(cfg.optim.max_bad_steps, checkpoints=out / "checkpoints", warn=False)
-    state = resume_state(out, resume, model, optimizer, scheduler)
+    state = resume_state(out, resume, model, optimizer, scheduler, config=to_dict(cfg))
     start, bad.count = (state["step"], state["bad_steps"]) if state is not None else (0, 0)
     if state is not None and accountant is not None:
         accountant.load_state_dict(state["accountant"])
-    log, before = open_log(out, state, lambda: evaluate_pairs(model, tok, test, cfg, agreement)[0])
+    log, before = open_log(out, state, lambda: evaluate_pairs(model, tok, test, cfg, agreement)[0], cfg)
+    saves = Checkpoints(lambda step: save_checkpoint(
+        out / "checkpoints", step, model, optimizer, scheduler, keep=cfg.keep_checkpoints, config=to_dict(cfg),
+        state={"bad_steps": bad.count, "rng": rng_state(), "accountant": accountant.state_dict() if accountant else None}),
+        cfg.save_every, cfg.save_minutes, total)
     model.train()
     bar = progress_bar(total, "reward model", enabled=cfg.progress, initial=start)
-    for step in range(start + 1, total + 1):
+    for step in saves.steps(start):  # after each: checkpoint if due; RunInterrupted after a SIGINT/SIGTERM
         if accountant is not None:
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "dp", step))
             rec = _dp_step(model, params, cfg, tok, train, by_user, q, sigma, gen)
@@ -325,10 +330,6 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
         log.log(step, {**rec, "lr": scheduler.get_last_lr()[0]})
         if eval_due(step, cfg.eval.every, total):
             log.log(step, evaluate_pairs(model, tok, test, cfg, agreement)[0], kind="eval")
-        if save_due(step, cfg.save_every, total):
-            save_checkpoint(out / "checkpoints", step, model, optimizer, scheduler, keep=cfg.keep_checkpoints,
-                            state={"bad_steps": bad.count, "rng": rng_state(),
-                                   "accountant": accountant.state_dict() if accountant else None})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
@@ -337,7 +338,7 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
     if bar is not None:
         bar.close()
     after, personal = evaluate_pairs(model, tok, test, cfg, agreement)
-    log.log(total, after, kind="eval")
+    log.once(total, "eval", lambda: after)
     log.close()
     if accountant is not None:
         budget = accountant.spent()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmrl.algos import ADVANTAGES, KLController, kl_estimate, sequence_kl, token_rewards
+from llmrl.core.config import to_dict
 from llmrl.core.seed import derive_seed, rng_state, seed_everything
 from llmrl.core.types import Batch
 from llmrl.rl.baselines import build_baseline
@@ -17,7 +18,7 @@ from llmrl.rl.critic import build_critic
 from llmrl.rl.rewarding import SequenceRewards
 from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import DataStream
-from llmrl.train.guard import BadSteps, eval_due, open_log, resume_state, save_due
+from llmrl.train.guard import BadSteps, Checkpoints, eval_due, open_log, resume_state
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.run import RunParts, build_collector, build_run, evaluate_run, finish_run, sampling_params
 from llmrl.train.update import LossSpec, optimizer_step, sequence_logprobs
@@ -45,19 +46,27 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     stateful = {"baseline": baseline, "kl_ctl": kl_ctl, "rewards": scorer, **({"critic": critic} if critic else {})}
     extra = {"critic": critic.module()} if critic is not None and not critic.frozen else {}
     bad = BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")
-    state = resume_state(out, resume, run.model, optimizer, scheduler, extra)
+    state = resume_state(out, resume, run.model, optimizer, scheduler, extra, config=to_dict(cfg))
     if state is not None:
         data.position, bad.count = state["data_position"], state["bad_steps"]
         for key in stateful.keys() & state.keys():
             stateful[key].load_state_dict(state[key])
-    log, run.before = open_log(out, state, lambda: evaluate_run(run, cfg, step=0))
+    log, run.before = open_log(out, state, lambda: evaluate_run(run, cfg, step=0), cfg)
+
+    def checkpoint(step: int) -> Path:
+        return save_checkpoint(out / "checkpoints", step, run.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
+                               state={"data_position": data.position, "bad_steps": bad.count, "rng": rng_state(),
+                                      **{k: obj.state_dict() for k, obj in stateful.items()}},
+                               extra_models=extra, config=to_dict(cfg))
+
+    saves = Checkpoints(checkpoint, cfg.save_every, cfg.save_minutes, cfg.steps)  # + on SIGINT/SIGTERM
     spec = LossSpec(loss=a.loss, loss_options=a.loss_options, agg=a.loss_agg,
                     agg_constant=a.agg_constant or float(cfg.rollout.max_new_tokens),
                     temperature=cfg.rollout.temperature, kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef,
                     aux=critic.joint_loss if critic is not None and critic.shared else None)
     start = state["step"] if state is not None else 0
     bar = run.progress(cfg.steps, start)
-    for step in range(start + 1, cfg.steps + 1):
+    for step in saves.steps(start):  # after each: checkpoint if due; RunInterrupted after a SIGINT/SIGTERM
         t_step = time.time()
         # 1. generate groups of completions and score them (task reward / reward model → length pen. → shaping)
         ro = collect(sampling_params(cfg, seed=derive_seed(cfg.seed, "rollout", step)))
@@ -107,10 +116,6 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
                              "time/score": t_score - t_gen, "time/update": t_end - t_score})
         if eval_due(step, cfg.eval.every, cfg.steps):
             run.last_eval = log.log(step, evaluate_run(run, cfg, step), kind="eval")
-        if save_due(step, cfg.save_every, cfg.steps):
-            save_checkpoint(out / "checkpoints", step, run.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
-                            state={"data_position": data.position, "bad_steps": bad.count, "rng": rng_state(),
-                                   **{k: obj.state_dict() for k, obj in stateful.items()}}, extra_models=extra)
         run.show(bar, step, rec, cfg.log_every)
     if bar is not None:
         bar.close()

@@ -18,20 +18,20 @@ from llmrl.core.config import check_fields, doc, requirement
 @dataclass
 class TinyModelConfig:
     arch: Literal["llama", "qwen2"] = doc("architecture of the built-in tiny model: llama or qwen2", "llama")
-    hidden_size: int = doc("hidden size", 128)
-    num_layers: int = doc("number of transformer layers", 4)
-    num_heads: int = doc("attention heads", 4)
-    num_kv_heads: int | None = doc("key/value heads (GQA); null = num_heads", None)
-    intermediate_size: int = doc("MLP inner size", 512)
-    max_position_embeddings: int = doc("longest sequence the model supports", 512)
+    hidden_size: int = doc("hidden size", 128, ge=1)
+    num_layers: int = doc("number of transformer layers", 4, ge=1)
+    num_heads: int = doc("attention heads", 4, ge=1)
+    num_kv_heads: int | None = doc("key/value heads (GQA); null = num_heads", None, ge=1)
+    intermediate_size: int = doc("MLP inner size", 512, ge=1)
+    max_position_embeddings: int = doc("longest sequence the model supports", 512, ge=1)
 
 
 @dataclass
 class LoraConfig:
     enabled: bool = doc("train LoRA adapters (peft) instead of all weights; the reference = adapters off", False)
-    r: int = doc("LoRA rank", 8)
-    alpha: int = doc("LoRA alpha", 16)
-    dropout: float = doc("LoRA dropout", 0.0)
+    r: int = doc("LoRA rank", 8, ge=1)
+    alpha: int = doc("LoRA alpha (adapter scale alpha / r)", 16, ge=1)
+    dropout: float = doc("LoRA dropout", 0.0, ge=0, lt=1)
     target_modules: list[str] | None = doc("module names to adapt; null = peft's default for the arch", None)
 
 
@@ -48,8 +48,8 @@ class ModelConfig:
 class TaskConfig:
     name: str = doc("registered task name (llmrl tasks list)", "arithmetic")
     options: dict[str, Any] = doc("keyword options of the task", factory=dict)
-    train_size: int = doc("number of distinct generated training prompts", 2000)
-    test_size: int = doc("number of held-out prompts for evaluation", 200)
+    train_size: int = doc("number of distinct generated training prompts", 2000, ge=1)
+    test_size: int = doc("number of held-out prompts for evaluation", 200, ge=1)
     train_file: str | None = doc("JSONL of samples to train on instead of generated ones", None)
     test_file: str | None = doc("JSONL of held-out samples instead of generated ones", None)
     data_seed: int = doc("seed of the task generator", 0)
@@ -59,53 +59,54 @@ class TaskConfig:
 class RolloutConfig:
     prompts_per_step: int = doc("prompts per RL step", 16, ge=1)
     samples_per_prompt: int = doc("samples per prompt (the group size)", 8, ge=1)
-    max_new_tokens: int = doc("longest completion", 32)
-    temperature: float = doc("sampling temperature; the policy log-probs use the same temperature", 1.0)
-    top_p: float = doc("nucleus sampling threshold", 1.0)
-    top_k: int = doc("top-k sampling, 0 = off", 0)
+    max_new_tokens: int = doc("longest completion", 32, ge=1)
+    temperature: float = doc("sampling temperature (0 = greedy, not for RL); the policy log-probs use the same "
+                              "temperature", 1.0, ge=0)
+    top_p: float = doc("nucleus sampling threshold", 1.0, gt=0, le=1)
+    top_k: int = doc("top-k sampling, 0 = off", 0, ge=0)
     stop: list[str] = doc("stop strings (EOS always stops)", factory=list)
     dynamic_sampling: bool = doc("DAPO: drop groups whose rewards are all equal and refill", False)
-    max_sampling_rounds: int = doc("dynamic sampling: most generation rounds per step", 4)
+    max_sampling_rounds: int = doc("dynamic sampling: most generation rounds per step", 4, ge=1)
     overlong_filter: bool = doc("DAPO: truncated samples get no loss", False)
-    overlong_buffer: int = doc("DAPO soft overlong penalty buffer length in tokens; 0 = off", 0)
-    overlong_penalty: float = doc("DAPO soft overlong penalty at the full length", 1.0)
+    overlong_buffer: int = doc("DAPO soft overlong penalty buffer length in tokens; 0 = off", 0, ge=0)
+    overlong_penalty: float = doc("DAPO soft overlong penalty at the full length", 1.0, ge=0)
     backend: Literal["kvcache", "hf"] = doc("generator backend: kvcache (ours) or hf (model.generate)", "kvcache")
     env: str | None = doc("multi-turn environment (registered name, e.g. retry); null = single turn", None)
     env_options: dict[str, Any] = doc("keyword options of the environment", factory=dict)
-    max_turns: int = doc("policy turns per episode when an environment is set", 2)
+    max_turns: int = doc("policy turns per episode when an environment is set", 2, ge=1)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = doc("AdamW learning rate", 1e-5)
-    weight_decay: float = doc("AdamW weight decay", 0.0)
-    betas: list[float] = doc("AdamW betas", factory=lambda: [0.9, 0.999])
-    eps: float = doc("AdamW epsilon", 1e-8)
-    grad_clip: float = doc("max gradient norm; 0 = off", 1.0)
-    warmup_steps: int = doc("linear warm-up optimizer steps", 0)
+    lr: float = doc("AdamW learning rate", 1e-5, gt=0)
+    weight_decay: float = doc("AdamW weight decay", 0.0, ge=0)
+    betas: list[float] = doc("AdamW betas (beta1, beta2), each in [0, 1)", factory=lambda: [0.9, 0.999], ge=0, lt=1)
+    eps: float = doc("AdamW epsilon", 1e-8, gt=0)
+    grad_clip: float = doc("max gradient norm; 0 = off", 1.0, ge=0)
+    warmup_steps: int = doc("linear warm-up optimizer steps", 0, ge=0)
     schedule: Literal["constant", "cosine"] = doc("constant or cosine (after warm-up)", "constant")
-    max_bad_steps: int = doc("abort after this many consecutive non-finite loss/gradient steps", 3)
+    max_bad_steps: int = doc("abort after this many consecutive non-finite loss/gradient steps", 3, ge=1)
 
 
 @dataclass
 class EvalConfig:
-    every: int = doc("evaluate every N RL steps (0 = only at start and end)", 10)
-    size: int | None = doc("held-out prompts used (null = all of task.test_size)", None)
-    pass_k: list[int] = doc("k values for pass@k (sampled, unbiased estimator)", factory=lambda: [1, 4])
-    samples: int = doc("samples per prompt for pass@k; 0 = greedy metrics only", 4)
-    temperature: float = doc("temperature of the pass@k samples", 1.0)
-    max_new_tokens: int | None = doc("null = rollout.max_new_tokens", None)
-    batch_size: int = doc("prompts per generation call", 128)
+    every: int = doc("evaluate every N RL steps (0 = only at start and end)", 10, ge=0)
+    size: int | None = doc("held-out prompts used (null = all of task.test_size)", None, ge=0)
+    pass_k: list[int] = doc("k values for pass@k (sampled, unbiased estimator)", factory=lambda: [1, 4], ge=1)
+    samples: int = doc("samples per prompt for pass@k; 0 = greedy metrics only", 4, ge=0)
+    temperature: float = doc("temperature of the pass@k samples (0 = greedy)", 1.0, ge=0)
+    max_new_tokens: int | None = doc("null = rollout.max_new_tokens", None, ge=1)
+    batch_size: int = doc("prompts per generation call", 128, ge=1)
 
 
 @dataclass
 class SFTConfig:
-    steps: int = doc("SFT optimizer steps before RL (0 = no warm start)", 0)
-    batch_size: int = doc("sequences per SFT step", 32)
-    lr: float = doc("SFT learning rate", 1e-3)
-    warmup_steps: int = doc("SFT warm-up steps", 20)
+    steps: int = doc("SFT optimizer steps before RL (0 = no warm start)", 0, ge=0)
+    batch_size: int = doc("sequences per SFT step", 32, ge=1)
+    lr: float = doc("SFT learning rate", 1e-3, gt=0)
+    warmup_steps: int = doc("SFT warm-up steps", 20, ge=0)
     schedule: Literal["constant", "cosine"] = doc("constant or cosine", "cosine")
-    num_examples: int = doc("demonstrations drawn from the task's training prompts", 2000)
+    num_examples: int = doc("demonstrations drawn from the task's training prompts", 2000, ge=1)
     noise: float = doc("fraction of demonstrations replaced by the task's sloppy (wrong) ones", 0.0, ge=0, le=1)
     data_file: str | None = doc("JSONL with prompt + completion (or answer) to train on instead", None)
     source: Literal["demonstrations", "rejection"] = doc(
@@ -116,6 +117,19 @@ class SFTConfig:
                                    "family); null = the policy itself", None)
 
 
+@dataclass
+class RewardConfig:
+    workers: int | None = doc("processes the task's reward functions run in (llmrl.rewards.pool); null = one per "
+                              "CPU core (at most 16); 0 = in the training process, with no time or memory bound "
+                              "(for debugging)", None, ge=0)
+    timeout: float = doc("seconds one reward function may take on one completion; a call past it is killed and "
+                         "scores reward_failure_value (counted in reward_timeouts)", 5.0, gt=0)
+    memory_mb: int = doc("MiB a reward worker may allocate beyond its size at start (RLIMIT_AS); past it the "
+                         "reward fails with MemoryError; 0 = no bound", 4096, ge=0)
+    max_abs: float = doc("a reward component of larger magnitude is a failure (default: the float32 range)",
+                         3.4028234663852886e38, gt=0)
+
+
 _SHARED_HELP: dict[type, str] = {
     ModelConfig: "policy model",
     TaskConfig: "task and data",
@@ -123,6 +137,7 @@ _SHARED_HELP: dict[type, str] = {
     OptimConfig: "optimizer and learning-rate schedule",
     EvalConfig: "held-out evaluation",
     SFTConfig: "supervised warm start before RL",
+    RewardConfig: "where and under which limits the task's reward functions run",
 }
 
 
@@ -149,11 +164,14 @@ class RootBase:
     log_every: int = doc("print a log line every N steps", 1)
     threads: int = doc("torch CPU threads; 0 = torch's default", 0)
     progress: bool = doc("show a live progress bar", True)
-    save_every: int = doc("checkpoint every N steps (0 = only at the end)", 0)
-    keep_checkpoints: int = doc("how many recent checkpoints to keep", 2)
+    save_every: int = doc("checkpoint every N steps (0 = only at the end and on save_minutes)", 0, ge=0)
+    save_minutes: float = doc("also checkpoint after a step when this many minutes passed since the last "
+                              "checkpoint (0 = off); SIGINT/SIGTERM always checkpoint before stopping", 10.0, ge=0)
+    keep_checkpoints: int = doc("how many recent checkpoints to keep", 2, ge=1)
     model: ModelConfig = shared(ModelConfig)
     task: TaskConfig = shared(TaskConfig)
     rollout: RolloutConfig = shared(RolloutConfig)
+    reward: RewardConfig = shared(RewardConfig)
 
     def validate_shared(self) -> None:
         """Every field's declared choices and bounds (:func:`check_fields`) and the registered task name; a

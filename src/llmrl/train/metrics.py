@@ -1,4 +1,5 @@
-"""Metrics to JSONL and TensorBoard; resumed runs drop records past the checkpoint's step."""
+"""Metrics to JSONL and TensorBoard; resumed runs drop records past the checkpoint's step and never log a
+(step, kind) record twice (:meth:`MetricsLogger.once`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class MetricsLogger:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "metrics.jsonl"
+        self._kept: dict[tuple[int, str], dict[str, Any]] = {}
         if resume_step is None:
             self.path.write_text("")
         else:
@@ -47,11 +49,19 @@ class MetricsLogger:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
-            if rec.get("step", 0) <= step:
+            if isinstance(rec, dict) and rec.get("step", 0) <= step:
                 kept.append(line)
+                self._kept[(rec.get("step", 0), rec.get("kind", "train"))] = rec
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(x + "\n" for x in kept))
         os.replace(tmp, self.path)
+
+    def once(self, step: int, kind: str, compute: Any) -> dict[str, Any]:
+        """The ``kind`` record of ``step``: the one a resumed run already holds, else ``compute()`` logged now
+        (a resumed finished run does not evaluate and log its final step twice)."""
+        if (step, kind) in self._kept:
+            return self._kept[(step, kind)]
+        return self.log(step, compute(), kind=kind)
 
     def log(self, step: int, metrics: dict[str, Any], kind: str = "train") -> dict[str, float]:
         rec: dict[str, Any] = {"step": step, "kind": kind}

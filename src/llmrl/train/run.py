@@ -15,12 +15,21 @@ import torch
 
 from llmrl.core.progress import progress_bar
 from llmrl.core.seed import derive_seed
+from llmrl.rewards.pool import PoolOptions, task_pool
 from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.rollout.multiturn import ENVIRONMENTS, Environment
-from llmrl.train.build import build_data, build_generator, build_policy, build_reference, build_task
+from llmrl.train.build import (
+    build_data,
+    build_generator,
+    build_policy,
+    build_reference,
+    build_task,
+    read_sft_examples,
+    validate_tokenized,
+)
 from llmrl.train.collect import Collector, DataStream
 from llmrl.train.evaluate import evaluate
-from llmrl.train.rundir import atomic_dir, prepare_output
+from llmrl.train.rundir import apply_threads, atomic_dir
 from llmrl.train.sft import demonstrations, rejection_sample, run_sft, sft_episodes
 
 if TYPE_CHECKING:
@@ -74,20 +83,24 @@ def sampling_params(cfg: Root, seed: int, n: int | None = None) -> SamplingParam
 
 def build_run(cfg: Root, resume: bool, kl_coef: float = 0.0) -> RunParts:
     """The run's parts (any trainer's root); a KL reference model only with ``kl_coef`` != 0 (``algo.kl_coef`` of
-    the RL trainers)."""
-    out = prepare_output(cfg)
+    the RL trainers). Task, data and model are loaded and validated before anything is written."""
+    apply_threads(cfg)
+    out = Path(cfg.output_dir)
     task = build_task(cfg)
+    task_pool(task, PoolOptions.of(cfg.reward))  # where its rewards run: worker processes, time/memory bounds
     train, test = build_data(cfg, task)
     sft_dir, sft_seconds = out / "sft_model", 0.0
-    if cfg.sft.steps > 0 and resume and (sft_dir / "config.json").is_file():
-        model, tok = build_policy(cfg, path=sft_dir)  # the warm start already ran: reload it (the reference)
-    else:
-        model, tok = build_policy(cfg)
-        if cfg.sft.steps > 0:
-            t = time.time()
-            warm_start(model, tok, task, train, cfg)
-            sft_seconds = time.time() - t
-            save_model_atomic(model, tok, sft_dir)
+    resumed_sft = cfg.sft.steps > 0 and resume and (sft_dir / "config.json").is_file()
+    # the warm start already ran: reload it (the reference)
+    model, tok = build_policy(cfg, path=sft_dir) if resumed_sft else build_policy(cfg)
+    validate_tokenized(train, tok, cfg.model.chat_template, cfg.task.train_file or f"task {task.name} (train)")
+    validate_tokenized(test, tok, cfg.model.chat_template, cfg.task.test_file or f"task {task.name} (test)")
+    out.mkdir(parents=True, exist_ok=True)  # inputs valid (run_trainer has claimed it already)
+    if cfg.sft.steps > 0 and not resumed_sft:
+        t = time.time()
+        warm_start(model, tok, task, train, cfg)
+        sft_seconds = time.time() - t
+        save_model_atomic(model, tok, sft_dir)
     if cfg.model.lora.enabled:
         from llmrl.models.lora import apply_lora
 
@@ -120,9 +133,8 @@ def warm_start(model: torch.nn.Module, tok: Any, task: Task, train: list[Sample]
                           RuntimeWarning, stacklevel=2)
         return metrics
     if s.data_file:
-        from llmrl.tasks.io import read_jsonl
-
-        rows = read_jsonl(s.data_file, required=("prompt",))
+        rows = read_sft_examples(s.data_file)
+        validate_tokenized(rows, tok, cfg.model.chat_template, s.data_file)
         examples = [(r, str(r.get("completion", r.get("answer", "")))) for r in rows]
     else:
         examples = demonstrations(task, train[: s.num_examples], s.noise, cfg.seed)
@@ -179,7 +191,7 @@ def build_collector(run: RunParts, cfg: Root, data: DataStream, failure_value: f
                      chat_template=cfg.model.chat_template, failure_value=failure_value,
                      dynamic_sampling=r.dynamic_sampling, max_rounds=r.max_sampling_rounds,
                      overlong_buffer=r.overlong_buffer, overlong_factor=r.overlong_penalty, env=run.env,
-                     max_turns=run.max_turns)
+                     max_turns=run.max_turns, reward=cfg.reward)
 
 
 def save_final(run: RunParts, cfg: Root) -> None:
@@ -189,7 +201,7 @@ def save_final(run: RunParts, cfg: Root) -> None:
 
 
 def finish_run(run: RunParts, cfg: Root, log: MetricsLogger, t0: float) -> dict[str, Any]:
-    after = log.log(cfg.steps, evaluate_run(run, cfg, cfg.steps), kind="eval")
+    after = log.once(cfg.steps, "eval", lambda: evaluate_run(run, cfg, cfg.steps))
     log.close()
     save_final(run, cfg)
     summary = {

@@ -1,39 +1,288 @@
-"""The run directory: created with the resolved config in it, and directories written atomically."""
+"""The run directory: claimed (locked) for the lifetime of a run, written only once the run is known to be valid,
+and written atomically.
+
+* :func:`claim_output` checks ``output_dir`` (not a file, not under a file, writable), creates it, takes an
+  exclusive lock on it (``flock`` on the directory itself, so no lock file is written; a second run on the same
+  directory is refused naming the holder's pid), removes the temporary files of dead processes, and refuses a
+  directory that holds another run's outputs unless the run resumes it or ``overwrite`` deletes them first.
+  Only llmrl's own outputs (:data:`RUN_OUTPUTS`) count and are ever deleted: a recipe or notes kept beside
+  them are left alone.
+* :func:`write_config` writes the resolved ``config.yaml``; trainers call it once their inputs (data, model,
+  checkpoint) have been validated, so a refused command changes nothing.
+* :func:`graceful_stop` turns the first SIGINT/SIGTERM into a request the training loops honour after the
+  current step (checkpoint, then :class:`~llmrl.core.errors.RunInterrupted`); a second one stops at once.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import errno
+import fcntl
 import os
+import re
 import shutil
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from llmrl.core.config import to_dict
+from llmrl.core.errors import RunDirError
+
+RUN_OUTPUTS = frozenset({
+    "config.yaml", "metrics.jsonl", "tb", "checkpoints", "summary.json", "final_model", "sft_model", "rft_model",
+    "critic_model", "value_model", "reward_model", "reference_model", "policies", "ref_logps.pt",
+    "initial_eval_completions.json",
+})
+"""What llmrl writes into an output directory (only these are deleted by ``--overwrite``)."""
+
+_TEMP = re.compile(r".+\.tmp(\d+)|\.tmp_step_\d+_(\d+)|\.latest_(\d+)|metrics\.tmp")
+
+
+def _is_output(name: str) -> bool:
+    return name in RUN_OUTPUTS or _TEMP.fullmatch(name) is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary files and directories of interrupted writes (``final_model.tmp123``,
+    ``checkpoints/.tmp_step_000004_123``, ``checkpoints/.latest_123``) whose process is gone; returns them."""
+    removed = []
+    for d in (out, out / "checkpoints"):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            m = _TEMP.fullmatch(p.name)
+            if m is None:
+                continue
+            pid = next((int(g) for g in m.groups() if g), None)
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                continue
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _lock_holder(fd: int) -> str:
+    """The pid holding the flock on the inode of ``fd`` (from /proc/locks on Linux), or a description."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == key:
+                return f"pid {parts[4]}"
+    except OSError:
+        pass
+    return "another process"
+
+
+@dataclass
+class OutputClaim:
+    """An exclusive claim on an output directory (held while ``fd`` is open)."""
+
+    path: Path
+    fd: int
+    created: bool
+
+    def release(self) -> None:
+        """Drop the lock; a directory this claim created and nothing was written to is removed again."""
+        if self.fd < 0:
+            return
+        if self.created:
+            try:
+                self.path.rmdir()  # only if still empty: a refused command leaves nothing behind
+            except OSError:
+                pass
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _os_error(out: Path, what: str, exc: OSError) -> RunDirError:
+    return RunDirError(f"output_dir {out}: cannot {what}: {exc.strerror or exc}")
+
+
+def claim_output(output_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+                 outputs: tuple[str, ...] | None = None) -> OutputClaim:
+    """Claim ``output_dir`` for a run (module docstring). Raises :class:`RunDirError` (one line) when it is a file
+    or under one, cannot be created or written, is locked by another run, or holds another run's outputs and
+    neither ``resume`` nor ``overwrite`` is set. ``outputs``: the only outputs that count (and that
+    ``overwrite`` deletes), for a command writing just those (``llmrl sft``: ``sft_model``); default all."""
+    out = Path(output_dir)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise RunDirError(f"output_dir {out}: {p} is a file, not a directory")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(out, "create it", exc) from None
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    claim = OutputClaim(out, fd, created)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"output_dir {out} is in use by another llmrl run ({_lock_holder(fd)}); wait for it "
+                              f"to finish or choose another output_dir") from None
+        if not os.access(out, os.W_OK) or os.statvfs(out).f_flag & os.ST_RDONLY:
+            err = errno.EROFS if os.statvfs(out).f_flag & os.ST_RDONLY else errno.EACCES
+            raise _os_error(out, "write to it", OSError(err, os.strerror(err)))
+        clean_stale_temps(out)
+        counted = (lambda name: name in outputs) if outputs is not None else _is_output
+        found = sorted(p.name for p in out.iterdir() if counted(p.name))
+        if found and not resume:
+            if not overwrite and outputs is not None:
+                raise RunDirError(f"output_dir {out} holds an earlier {', '.join(found)}; replace it with "
+                                  f"--overwrite, or choose another output_dir")
+            if not overwrite:
+                raise RunDirError(f"output_dir {out} holds another run ({', '.join(found[:4])}"
+                                  f"{', ...' if len(found) > 4 else ''}); continue it with --resume, delete it "
+                                  f"with --overwrite, or choose another output_dir")
+            for name in found:
+                p = out / name
+                try:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                except OSError as exc:
+                    raise _os_error(out, f"delete {name} for --overwrite", exc) from None
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
+
+def write_config(cfg: Any) -> Path:
+    """Write the resolved config to ``<output_dir>/config.yaml`` (atomically)."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"config.yaml.tmp{os.getpid()}"
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, out / "config.yaml")
+    return out / "config.yaml"
+
+
+def apply_threads(cfg: Any) -> None:
+    """``cfg.threads`` > 0: the number of torch CPU threads."""
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
 
 
 def prepare_output(cfg: Any) -> Path:
-    """Create ``cfg.output_dir``, write the resolved ``config.yaml`` into it and apply ``cfg.threads``."""
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    return out
+    """Create ``cfg.output_dir``, write the resolved ``config.yaml`` into it and apply ``cfg.threads`` (for
+    trainers without a step loop; the others call :func:`write_config` after validating their inputs)."""
+    apply_threads(cfg)
+    write_config(cfg)
+    return Path(cfg.output_dir)
 
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write into; on success it replaces ``path`` by a rename,
-    so ``path`` is never half written (a crash leaves the old directory, or none, plus a ``.tmp`` one)."""
+    so ``path`` is never half written. On an error (a full disk included) the temporary one is removed and the
+    old ``path`` is left as it was; a kill leaves a ``.tmpPID`` directory that the next claim removes."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    yield tmp
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
 
-__all__ = ["atomic_dir", "prepare_output"]
+@dataclass(frozen=True)
+class RunOptions:
+    """How the current run was started (set by :func:`llmrl.trainers.run_trainer` for its duration)."""
+
+    force: bool = False  # --force: resume even when the checkpoint's config differs
+
+
+_OPTIONS: contextvars.ContextVar[RunOptions | None] = contextvars.ContextVar("llmrl_run_options", default=None)
+
+
+def run_options() -> RunOptions:
+    """The options of the run in progress (defaults outside :func:`llmrl.trainers.run_trainer`)."""
+    return _OPTIONS.get() or RunOptions()
+
+
+@contextmanager
+def using_options(options: RunOptions) -> Iterator[None]:
+    token = _OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+class _Stop:
+    requested: str | None = None  # the signal's name once one arrived
+    polling = 0  # loops that check ``requested`` after each step
+
+
+_STOP = _Stop()
+
+
+def stop_requested() -> str | None:
+    """The name of the signal (SIGINT/SIGTERM) that asked the run to stop, or None."""
+    return _STOP.requested
+
+
+@contextmanager
+def polling_stop() -> Iterator[None]:
+    """A training loop that checks :func:`stop_requested` after every step (and checkpoints) runs inside this;
+    outside, a signal stops the process at once as usual."""
+    _STOP.polling += 1
+    try:
+        yield
+    finally:
+        _STOP.polling -= 1
+
+
+def _handler(signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    if _STOP.requested is None and _STOP.polling:
+        _STOP.requested = name
+        print(f"\nllmrl: {name}: stopping after this step and writing a checkpoint (send it again to stop now, "
+              f"without one)", file=sys.stderr, flush=True)
+        return
+    raise KeyboardInterrupt(name)
+
+
+@contextmanager
+def graceful_stop() -> Iterator[None]:
+    """Install the SIGINT/SIGTERM handlers for a run (main thread only; elsewhere a no-op)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _STOP.requested = None
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        _STOP.requested = None
+
+
+__all__ = ["RUN_OUTPUTS", "OutputClaim", "RunOptions", "apply_threads", "atomic_dir", "claim_output", "clean_stale_temps",
+           "graceful_stop", "polling_stop", "prepare_output", "run_options", "stop_requested", "using_options",
+           "write_config"]
