@@ -123,7 +123,8 @@ def main() -> None:
             break
         out = tmp / f"kill{n}"
         info = run([*base, f"output_dir={out}"], env, kill_at=n, steps=args.steps).strip().splitlines()
-        first = json.loads(info[0]) if info else {}
+        marks = [json.loads(x) for x in info if x.startswith('{"killed_before"') or x.startswith('{"finished"')]
+        first = marks[0] if marks else {}
         if first.get("finished"):
             print(f"(point {n}: the run finished after {first['ops']} operations: every point tried)")
             break

@@ -15,7 +15,7 @@ Memory: resident set size (RSS), not tracemalloc (torch's CPU allocator is invis
 Reported: the process peak (``VmHWM`` from /proc/self/status on Linux, else ``getrusage`` ru_maxrss) and
 the delta ``peak − RSS after imports``, i.e. what building the models and training added. Time: the
 median over the timed steps (after ``--warmup`` untimed ones) of the loop's own per-step phase timings
-(``time/generate`` + ``time/score`` + ``time/update`` in metrics.jsonl). The paper (DVPO, PAPERS.md §7)
+(``time/generate`` + ``time/score`` + ``time/update`` in metrics.jsonl). The paper (DVPO, arXiv:2502.16944)
 reports −40% GPU memory and −35% time versus PPO on 7B-class models; at tiny CPU scale the fixed cost of
 the Python/torch process dominates the peak, so the delta is the comparable number.
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Reward hacking at tiny scale: vanilla PPO vs PAR-shaped PPO on an exploitable proxy reward (PAPERS.md §4).
+"""Reward hacking at tiny scale: vanilla PPO vs PAR-shaped PPO on an exploitable proxy reward
+(PAR: Fu et al., 2025, arXiv:2502.18770).
 
 The setup (all on a CPU, no network):
 

@@ -1,4 +1,5 @@
-"""The ``code_repair`` task (PAPERS.md §2 SWE-RL, §3 SoRFT): verified injected bugs, splits, subtask rewards."""
+"""The ``code_repair`` task (SWE-RL arXiv:2502.18449, SoRFT arXiv:2502.20127): verified injected bugs,
+splits, subtask rewards."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for the SchemaBench-style ``json_schema`` task (PAPERS.md §12)."""
+"""Tests for the SchemaBench-style ``json_schema`` task (Schema RL, arXiv:2502.18878)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ the letter "a"), a policy warm-started by SFT on random strings over "abc", and 
 first SFT-trained to answer " Yes" with probability = the response's fraction of "a" (so its score
 p_yes/(p_yes+p_no) is read exactly like the IPO judge, from Yes/No probabilities). Online DPO ranked by
 that judge must raise the judge's mean score of held-out samples on each of 3 iterations. The self-judged
-run (IPO §9): one tiny model SFT-trained both to write strings and to answer the judge prompt, then online DPO
+run (IPO, arXiv:2502.16182): one tiny model SFT-trained both to write strings and to answer the judge prompt, then online DPO
 ranked by its own current Yes/No probabilities must raise that same judge's held-out mean score 3 times.
 """
 

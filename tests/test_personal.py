@@ -1,4 +1,4 @@
-"""Personalised preference evaluation (PAPERS.md §20): agreement, minority users, per-user accuracy, and the
+"""Personalised preference evaluation (arXiv:2502.19158): agreement, minority users, per-user accuracy, and the
 user-conditioned reward model beating the vanilla one on minority users."""
 
 from __future__ import annotations

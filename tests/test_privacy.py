@@ -1,4 +1,4 @@
-"""Label privacy (AUP-RLHF, PAPERS.md §8): randomized response + debiased BT loss, user-level Gaussian
+"""Label privacy (AUP-RLHF, arXiv:2502.17515): randomized response + debiased BT loss, user-level Gaussian
 mechanism (per-user clipping, noise σ·C on the sum) and its (ε, δ) accounting."""
 
 from __future__ import annotations

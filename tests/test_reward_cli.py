@@ -50,5 +50,5 @@ def test_reward_throughput_benchmark_runs():
     import reward_throughput
 
     result = reward_throughput.main(["--n", "200", "--json"])
-    # five completion variants per puzzle score 3, -0.5, -3, -1, 3 (PAPERS.md §1 constants)
+    # five completion variants per puzzle score 3, -0.5, -3, -1, 3 (Logic-RL's constants, arXiv:2502.14768)
     assert result["completions"] == 200 and abs(result["mean_reward"] - 0.3) < 1e-9

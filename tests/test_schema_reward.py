@@ -1,4 +1,4 @@
-"""Schema RL validator reward (PAPERS.md §12): hand-worked tables, tool calls, never-raise properties."""
+"""Schema RL validator reward (arXiv:2502.18878): hand-worked tables, tool calls, never-raise properties."""
 
 from __future__ import annotations
 

@@ -1,7 +1,12 @@
-"""The ``llmrl`` command starts fast: ``--help`` and ``tasks list`` never import torch (or transformers, numpy)."""
+"""The ``llmrl`` command starts fast: the commands that do not train import neither torch (nor transformers,
+numpy) nor the parts of llmrl they have no use for (start-up times: benchmarks/startup.py)."""
 
 import subprocess
 import sys
+
+import pytest
+
+from llmrl.core.registry import Registry
 
 BUILTIN_TASKS = ["arithmetic", "code_repair", "countdown", "hackable", "json_schema", "knights_knaves", "math",
                  "molecule", "single_objective", "translation"]
@@ -49,3 +54,59 @@ def test_light_modules_do_not_import_torch():
                   "print('torch' in sys.modules)\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["['hf', 'kvcache'] 7 False", "True"]
+
+
+TASK_MODULES = ("arithmetic", "code_repair", "countdown", "hackable", "json_schema", "knights_knaves", "math_task",
+                "molecule", "objective", "translation")
+PARSER_ONLY = (*HEAVY, "yaml", "tqdm", "llmrl.tasks", "llmrl.config", "llmrl.train")
+NOT_IMPORTED = {  # command -> modules it must not import
+    "--help": PARSER_ONLY,
+    "train --help": PARSER_ONLY,
+    "reward countdown --help": PARSER_ONLY,
+    "tasks list": (*HEAVY, "tqdm", "llmrl.config", *(f"llmrl.tasks.{m}" for m in TASK_MODULES)),
+    "tasks sample countdown --n 2": (*HEAVY, "tqdm", "llmrl.config",
+                                     *(f"llmrl.tasks.{m}" for m in TASK_MODULES if m != "countdown")),
+    "config": (*HEAVY, "tqdm", "llmrl.tasks", "llmrl.algos", "llmrl.models", "llmrl.rollout"),
+    "config trainer=dpo": (*HEAVY, "tqdm", "llmrl.tasks", "llmrl.algos", "llmrl.models", "llmrl.rollout"),
+}
+
+
+@pytest.mark.parametrize("command", list(NOT_IMPORTED))
+def test_commands_that_do_not_train_import_only_what_they_use(command):
+    out = _python("import sys\n"
+                  "from llmrl.cli import main\n"
+                  "try:\n"
+                  f"    rc = main({command.split()!r})\n"
+                  "except SystemExit as e:\n"
+                  "    rc = e.code\n"
+                  f"print('IMPORTED', [m for m in {NOT_IMPORTED[command]!r} if m in sys.modules], rc)\n")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "IMPORTED [] 0"
+    assert len(lines) > 1  # the command printed its output
+
+
+def test_task_list_docs_are_the_classes_docstrings():
+    """``llmrl tasks list`` prints the docs of the lazy entries (tasks/__init__.py): they must not drift from the
+    classes' docstrings."""
+    out = _python("from llmrl.tasks import TASKS\n"
+                  "lazy = {n: TASKS.doc(n) for n in TASKS.names()}\n"
+                  "loaded = {n: (TASKS.get(n).__doc__ or '').strip().splitlines()[0] for n in TASKS.names()}\n"
+                  "print([n for n in lazy if lazy[n] != loaded[n] or not lazy[n]], sorted(lazy) == sorted(loaded))\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[] True"]
+
+
+def test_lazy_entry_is_taken_over_by_its_modules_own_registration():
+    reg: Registry = Registry("thing")
+    reg.register_lazy("dumps", "json:dumps", doc="serialise")
+    assert reg.doc("dumps") == "serialise"
+    import json
+
+    assert reg.register("dumps")(json.dumps) is json.dumps  # the module named by the entry registers it: fine
+    assert reg.get("dumps") is json.dumps and reg.doc("dumps").startswith("Serialize ``obj``")
+    reg.register_lazy("loads", "json:loads")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("loads")(json.dumps)  # another callable under a lazy entry's name
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("dumps")(json.dumps)  # a second registration of a loaded entry

@@ -6,7 +6,7 @@ With d = log π_ref − log π at each sampled token:
 - ``k2`` = ½ d²                                   (biased, low variance, ≥ 0)
 - ``k3`` = e^d − d − 1 = π_ref/π − log(π_ref/π) − 1   (unbiased, low variance, ≥ 0; Logic-RL / GRPO)
 
-The result is clamped to [−clamp, clamp] (default 10, as in Logic-RL, PAPERS §1); ``clamp=None``
+The result is clamped to [−clamp, clamp] (default 10, as in Logic-RL, arXiv:2502.14768); ``clamp=None``
 disables it. Clamped entries get no gradient. For k3 the exponent d is also clamped to ±20 before
 ``exp`` so the estimate stays finite when ``clamp`` is None. Mask the output yourself (e.g. with
 ``aggregate``); no reduction happens here.

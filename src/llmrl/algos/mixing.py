@@ -96,7 +96,7 @@ class MaxMinResult:
 
 def maxmin_weights(batches: Sequence[Tensor] | Callable[[int], Tensor], *, steps: int | None = None,
                    lr_c: float = 1.0, init: Tensor | None = None) -> MaxMinResult:
-    """Max–min mixing weights by batch stochastic mirror descent on F (PAPERS.md §5).
+    """Max–min mixing weights by batch stochastic mirror descent on F (MPO, arXiv:2502.18699).
 
     ``batches`` is a sequence of ``ell`` tensors (one per step; ``steps`` defaults to its length) or a
     function ``t -> ell`` called for t = 0 .. steps−1 (each ``[m, K]`` or ``[B, m, K]``, fresh responses

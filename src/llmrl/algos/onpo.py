@@ -1,5 +1,5 @@
-"""ONPO's regression loss (optimistic online mirror descent for general preferences, arXiv 2502.16852;
-PAPERS.md §6).
+"""ONPO's regression loss (optimistic online mirror descent for general preferences:
+Zhang et al., 2025, arXiv:2502.16852).
 
 Each ONPO iteration solves two regressions on the same labelled pairs (y_w ≻ y_l):
 

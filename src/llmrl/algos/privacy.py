@@ -1,4 +1,4 @@
-"""Label privacy for preference data (AUP-RLHF, arXiv 2502.17515; PAPERS.md §8).
+"""Label privacy for preference data (AUP-RLHF: Zhang et al., 2025, arXiv:2502.17515).
 
 Two mechanisms, both for Bradley-Terry reward-model training on binary preference labels.
 

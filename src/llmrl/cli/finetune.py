@@ -12,7 +12,7 @@ from llmrl.config import Root
 from llmrl.core.seed import derive_seed, seed_everything
 from llmrl.train.build import build_data, build_generator, build_policy, build_task, validate_tokenized
 from llmrl.train.run import RunParts, evaluate_run, rejection_finetune, save_model_atomic, warm_start
-from llmrl.train.rundir import claim_output
+from llmrl.train.rundir import apply_threads, claim_output
 
 
 @contextmanager
@@ -28,6 +28,7 @@ def _claimed(cfg: Root, overwrite: bool, output: str) -> Iterator[None]:
 
 def _parts(cfg: Root, model_path: str | None = None) -> RunParts:
     seed_everything(cfg.seed)
+    apply_threads(cfg)
     task = build_task(cfg)
     train, test = build_data(cfg, task)
     model, tok = build_policy(cfg, path=model_path)

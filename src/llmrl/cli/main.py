@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_rm_eval_arguments(sub.add_parser("rm-eval", help="pairwise and per-user / minority-user accuracy of a "
                                                         "saved reward model on a pair file"))
+
+    from llmrl.cli.plot import add_plot_arguments
+
+    add_plot_arguments(sub.add_parser("plot", help="training curves of runs (their metrics.jsonl) as a PNG, "
+                                                   "optionally an HTML page with their final values"))
     return ap
 
 
@@ -111,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     from llmrl.core.errors import USER_ERRORS
+    from llmrl.core.progress import quiet_library_bars
 
+    quiet_library_bars()  # stderr a file or pipe: before transformers is imported, no redrawn bars from it
     try:
         return _dispatch(args)
     except USER_ERRORS as exc:
@@ -196,6 +203,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from llmrl.cli.rm_eval import run_rm_eval
 
         return run_rm_eval(args)
+    if args.cmd == "plot":
+        from llmrl.cli.plot import run_plot
+
+        return run_plot(args)
     raise AssertionError(args.cmd)
 
 
@@ -224,9 +235,8 @@ def _tasks(args: argparse.Namespace) -> int:
     from llmrl.tasks import TASKS
 
     if args.tasks_cmd == "list":
-        for name in TASKS.names():
-            doc = (TASKS.get(name).__doc__ or "").strip().splitlines()
-            print(f"{name:16s} {doc[0] if doc else ''}")
+        for name in TASKS.names():  # the docs of lazy entries: no task module is imported
+            print(f"{name:16s} {TASKS.doc(name)}")
         return 0
     for s in _get_task(args.task, args.option).samples(args.n, args.split, args.seed):
         print(json.dumps(s))

@@ -17,7 +17,7 @@ from llmrl.config import Config, load_config
 
 QUICKSTART: dict[str, Any] = {
     "steps": 80,
-    "threads": 2,
+    "threads": 0,  # auto: 2 on an idle 2-core machine, 1 when another process keeps a core busy
     "model": {"tiny": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 512,
                        "max_position_embeddings": 64}},
     "task": {"name": "arithmetic", "options": {"digits": 2, "ops": ["+"], "style": "plain"},
@@ -47,7 +47,23 @@ def quickstart(output_dir: str = "runs/quickstart", seed: int = 0, overrides: li
     summary = run_trainer(cfg, overwrite=overwrite)
     print(format_table(summary))
     print(f"summary: {Path(cfg.output_dir) / 'summary.json'}")
+    write_plot(cfg.output_dir, f"llmrl quickstart (seed {cfg.seed})")
     return summary
+
+
+def write_plot(output_dir: str | Path, title: str) -> None:
+    """``plot.png`` and ``plot.html`` (the run's curves) into ``output_dir``, paths printed; a failure to draw
+    them is a warning: the run itself is complete."""
+    import sys
+
+    from llmrl.cli.plot import plot_run_dir
+
+    try:
+        png, page = plot_run_dir(output_dir, title)
+    except (ImportError, OSError, ValueError) as exc:
+        print(f"llmrl quickstart: warning: no plot written ({exc})", file=sys.stderr)
+        return
+    print(f"plot: {png} (and {page.name})")
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -64,4 +80,4 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["QUICKSTART", "format_table", "quickstart", "quickstart_config"]
+__all__ = ["QUICKSTART", "format_table", "quickstart", "quickstart_config", "write_plot"]

@@ -1,4 +1,4 @@
-"""``llmrl rm-eval``: pairwise and personalised accuracy (PAPERS.md §20) of a saved reward model on a pair file.
+"""``llmrl rm-eval``: pairwise and personalised accuracy (arXiv:2502.19158) of a saved reward model on a pair file.
 
 Prints one JSON object: ``accuracy`` (r_c > r_r, ties ½), ``margin``, ``pairs`` and, when the pairs have user
 ids, the metrics of :func:`llmrl.preference.personal.personal_metrics` (per-user accuracy, minority users and

@@ -27,8 +27,10 @@ class Registry(Generic[F]):
     ... def grpo(...): ...
     >>> ADV.get("grpo")
 
-    ``register_lazy(name, "package.module:attr")`` adds an entry whose module is imported on first ``get``
-    (heavy backends stay unimported until used). Names list sorted, or in registration order with
+    ``register_lazy(name, "package.module:attr", doc=...)`` adds an entry whose module is imported on first
+    ``get`` (heavy backends stay unimported until used; ``doc(name)`` answers from ``doc`` without importing).
+    When that module is imported by other means, its own ``@register(name)`` of ``attr`` takes the entry's place
+    (any other second registration of a name is an error). Names list sorted, or in registration order with
     ``ordered=True`` (when the order means something, e.g. the order filters are applied and reported in).
     """
 
@@ -36,9 +38,11 @@ class Registry(Generic[F]):
         self.kind = kind
         self.ordered = ordered
         self._items: dict[str, F | str] = {}  # a str is a lazy "module:attr" entry, resolved on first get
+        self._docs: dict[str, str] = {}  # one-line docs of lazy entries
 
     def _add(self, name: str, item: F | str) -> None:
-        if name in self._items:
+        old = self._items.get(name)
+        if name in self._items and not (isinstance(old, str) and not isinstance(item, str) and _target(item) == old):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = item
 
@@ -49,12 +53,15 @@ class Registry(Generic[F]):
 
         return deco
 
-    def register_lazy(self, name: str, target: str) -> None:
-        """Register ``target`` = ``"package.module:attr"``, imported on the first ``get(name)``."""
+    def register_lazy(self, name: str, target: str, doc: str = "") -> None:
+        """Register ``target`` = ``"package.module:attr"``, imported on the first ``get(name)``; ``doc`` is the
+        one-line description :meth:`doc` gives before then."""
         module, _, attr = target.partition(":")
         if not module or not attr:
             raise ValueError(f"{self.kind} {name!r}: lazy target must be 'module:attr', got {target!r}")
         self._add(name, target)
+        if doc:
+            self._docs[name] = doc
 
     def get(self, name: str) -> F:
         try:
@@ -68,6 +75,14 @@ class Registry(Generic[F]):
         return item  # type: ignore[return-value]
 
     __getitem__ = get
+
+    def doc(self, name: str) -> str:
+        """The entry's one-line description: a lazy entry's ``doc`` (no import), else the first line of the
+        callable's docstring."""
+        if isinstance(self._items.get(name), str) and name in self._docs:
+            return self._docs[name]
+        lines = (self.get(name).__doc__ or "").strip().splitlines()
+        return lines[0] if lines else ""
 
     def names(self) -> list[str]:
         return list(self._items) if self.ordered else sorted(self._items)
@@ -84,6 +99,11 @@ class Registry(Generic[F]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _target(item: Any) -> str:
+    """``"module:qualname"`` of a registered callable (what a lazy entry for it names)."""
+    return f"{getattr(item, '__module__', '')}:{getattr(item, '__qualname__', '')}"
 
 
 def check_options(fn: Callable[..., Any], options: Mapping[str, Any], where: str,

@@ -1,4 +1,4 @@
-r"""Curate a file of math problems into verifiable RL data, Big-Math style (PAPERS.md §17).
+r"""Curate a file of math problems into verifiable RL data, Big-Math style (Albalak et al., 2025, arXiv:2502.17387).
 
 ``llmrl data curate --input IN --output OUT`` (or :func:`curate_file`) reads a JSONL or parquet file of
 problems and keeps those fit for RL with a verifiable reward. Steps, in order (each removes rows; the

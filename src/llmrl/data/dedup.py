@@ -1,4 +1,4 @@
-r"""Exact and near-duplicate detection for math problems (Big-Math, PAPERS.md §17), offline and seeded.
+r"""Exact and near-duplicate detection for math problems (Big-Math, arXiv:2502.17387), offline and seeded.
 
 Exact duplicates: two questions are the same when their :func:`normalize_text` forms are equal, i.e. after
 lower-casing, dropping math delimiters (``$``, ``\(``, ``\[``), LaTeX spacing (``\,`` ``\;`` ``\!`` ``\quad``

@@ -1,4 +1,4 @@
-r"""Question filters of the Big-Math curation pipeline (PAPERS.md §17) and gold-answer extraction.
+r"""Question filters of the Big-Math curation pipeline (arXiv:2502.17387) and gold-answer extraction.
 
 Every filter is a named predicate ``(question, answer) -> bool``; ``True`` means *remove the row*. They are
 heuristics on the raw text (regular expressions, no model), tuned to keep ordinary word problems:

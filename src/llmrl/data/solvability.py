@@ -1,4 +1,4 @@
-r"""Solvability and difficulty from a model's rollouts (Big-Math, PAPERS.md §17).
+r"""Solvability and difficulty from a model's rollouts (Big-Math: Albalak et al., 2025, arXiv:2502.17387).
 
 Each problem gets ``k`` sampled completions (64 in the paper); a completion is correct when the ``math``
 task's verifier accepts it (:meth:`llmrl.tasks.math_task.MathTask.is_correct`: last ``\boxed{}`` — or

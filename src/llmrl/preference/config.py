@@ -48,8 +48,9 @@ class RMDistillConfig:
 class RMConfig:
     source: Literal["file", "task", "distill"] = doc(
         "pairs from: file (train_file/test_file), task (chosen = demonstration, rejected = the task's "
-        "wrong_demonstration) or distill (pseudo-labelled samples, PAPERS.md §14)", "task")
-    train_file: str | None = doc("source=file: JSONL/parquet with prompt, chosen, rejected (+ user_id)", None)
+        "wrong_demonstration) or distill (pseudo-labelled samples, arXiv:2502.19557)", "task")
+    train_file: str | None = doc("source=file: JSONL, parquet, CSV or a datasets save_to_disk dir with "
+                                                "prompt, chosen, rejected (+ user_id)", None)
     test_file: str | None = doc("source=file: held-out pairs; null = a seeded 10% of train_file", None)
     prompt_key: str = doc("column of the prompt", "prompt")
     chosen_key: str = doc("column of the preferred completion", "chosen")
@@ -62,7 +63,7 @@ class RMConfig:
     lr: float = doc("AdamW learning rate of the reward model", 1e-5, gt=0)
     max_steps: int = doc("stop after this many steps; 0 = no cap", 0, ge=0)
     reg_coef: float = doc("PAR Reg: add reg_coef*(r_chosen^2 + r_rejected^2) to the loss (PAR: 0.005)", 0.0, ge=0)
-    user_conditioned: bool = doc("render the user id into the reward model's input (§20 baseline)", False)
+    user_conditioned: bool = doc("render the user id into the reward model's input (a baseline of arXiv:2502.19158)", False)
     eval_batch_size: int = doc("pairs per scoring forward in evaluation", 32, ge=1)
     privacy: RMPrivacyConfig = doc("label privacy", factory=RMPrivacyConfig)
     distill: RMDistillConfig = doc("distilled rewards (source=distill)", factory=RMDistillConfig)
@@ -118,8 +119,8 @@ class PrefConfig:
     rpo_alpha: float = doc("RPO: add rpo_alpha * per-token NLL of the chosen completion; 0 = off", 0.0, ge=0)
     average_logps: bool | None = doc("length-average completion log-probs before the loss; null = yes for ipo "
                                      "(as TRL) and simpo, no (sums) otherwise", None)
-    train_file: str | None = doc("JSONL/parquet of prompt/chosen/rejected pairs; null = pairs built from the task "
-                                 "(chosen = a correct demonstration, rejected = a wrong one)", None)
+    train_file: str | None = doc("JSONL/parquet/CSV/datasets dir of prompt/chosen/rejected pairs; null = pairs "
+                                 "built from the task (chosen = a correct demonstration, rejected = a wrong one)", None)
     test_file: str | None = doc("held-out pairs for preference metrics; null = from the task's test prompts when "
                                 "pairs come from the task, else none", None)
     prompt_key: str = doc("column of the prompt (text or chat messages)", "prompt")
@@ -167,7 +168,7 @@ class OnlineConfig:
     prompts: int = doc("training prompts per iteration, rollout.samples_per_prompt completions each", 64, ge=1)
     source: Literal["reward", "reward_model", "judge", "pairwise_judge"] = doc(
         "what ranks completions: reward (the task's reward functions), reward_model (online.reward_model), judge "
-        "(Yes/No probabilities, PAPERS.md 9) or pairwise_judge (A/B probabilities, a pairwise oracle P(y1 > y2))",
+        "(Yes/No probabilities, IPO arXiv:2502.16182) or pairwise_judge (A/B probabilities, a pairwise oracle P(y1 > y2))",
         "judge")
     judge_model: str | None = doc("judge / pairwise_judge: local HF model directory of the judge; null = the "
                                   "policy judges itself (self-rewarding, IPO)", None)

@@ -1,4 +1,4 @@
-"""Distilled rewards (arXiv 2502.19557, PAPERS.md §14): pseudo-labelled preference pairs without gold labels.
+"""Distilled rewards (Zhang et al., 2025, arXiv:2502.19557): pseudo-labelled preference pairs without gold labels.
 
 Per training prompt, the teacher samples ``teacher_samples`` responses and the student (the policy, after
 an optional SFT warm-up on the task's demonstrations) ``student_samples``. Each response gets a

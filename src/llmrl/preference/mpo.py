@@ -1,4 +1,5 @@
-"""MPO (PAPERS.md §5): mix K single-objective policies into one log-linear policy, no further training.
+"""MPO (Wang et al., 2025, arXiv:2502.18699): mix K single-objective policies into one log-linear policy, no
+further training.
 
 Pipeline of ``trainer: mpo``:
 

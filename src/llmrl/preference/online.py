@@ -1,5 +1,6 @@
-"""Online / iterative preference training: ``trainer: online_dpo`` (self-judged / iterative DPO, IPO §9,
-CLaMP-DPO §16) and ``trainer: onpo`` (optimistic online mirror descent, ONPO §6).
+"""Online / iterative preference training: ``trainer: online_dpo`` (self-judged / iterative DPO, IPO
+arXiv:2502.16182, CLaMP-DPO arXiv:2502.18008) and ``trainer: onpo`` (optimistic online mirror descent, ONPO
+arXiv:2502.16852).
 
 One iteration, K = ``online.iterations`` times:
 

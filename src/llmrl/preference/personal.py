@@ -1,4 +1,4 @@
-"""Personalised preference evaluation (arXiv 2502.19158, PAPERS.md §20) on pairs with a ``user_id``.
+"""Personalised preference evaluation (Dong et al., 2025, arXiv:2502.19158) on pairs with a ``user_id``.
 
 Definitions (documented choices):
 
@@ -9,7 +9,7 @@ Definitions (documented choices):
   the user's own included.
 * **agreement** of a user: the fraction of the user's labels, on items that have a majority label, that
   equal it (None when the user labelled no such item).
-* **minority user**: agreement < 50% (§20: "minority users whose majority-vote agreement < 50%"); users
+* **minority user**: agreement < 50% (minority users as in arXiv:2502.19158); users
   with undefined agreement are neither minority nor majority.
 * **accuracy** of a reward model on a pair: 1 if r(chosen) > r(rejected), ½ on a tie, 0 otherwise.
   *Per-user accuracy* averages a user's pairs; *minority accuracy* pools the pairs of all minority users

@@ -1,4 +1,5 @@
-"""Preference sources and pair construction for online preference training (IPO §9, ONPO §6, CLaMP-DPO §16).
+"""Preference sources and pair construction for online preference training (IPO arXiv:2502.16182,
+ONPO arXiv:2502.16852, CLaMP-DPO arXiv:2502.18008).
 
 A **preference source** turns ``n`` sampled completions of each prompt into one score per completion
 (higher = preferred), through one small interface, :class:`PreferenceSource`:
@@ -16,9 +17,9 @@ A **preference source** turns ``n`` sampled completions of each prompt into one 
 
 Pairs (:class:`llmrl.tasks.preference.PreferencePair`, scores in ``meta``) are built from scored groups by
 
-* :func:`best_worst_pairs` — per prompt, the highest-scoring completion vs the lowest (IPO §9);
+* :func:`best_worst_pairs` — per prompt, the highest-scoring completion vs the lowest (IPO);
   prompts whose best and worst scores are equal (ties) give no pair;
-* :func:`clamp_pairs` — CLaMP-DPO (§16): chosen = the top ``k_top`` completions of the prompt by score,
+* :func:`clamp_pairs` — CLaMP-DPO (NotaGen): chosen = the top ``k_top`` completions of the prompt by score,
   minus malformed ones and near-copies of the ground truth; rejected = the bottom ``k_bottom`` by score;
   pairs = every chosen × rejected whose scores differ (see the function for the exact rules);
 * :func:`oracle_pairs` — direct pair labelling by a pairwise oracle (ONPO's practice): the completions
@@ -107,7 +108,7 @@ class RewardSource:
 
 
 class JudgeSource:
-    """Scores = p_yes / (p_yes + p_no) of a Yes/No judge (IPO §9); ``model`` may be the policy itself."""
+    """Scores = p_yes / (p_yes + p_no) of a Yes/No judge (IPO); ``model`` may be the policy itself."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, category: str = "chat", max_tokens: int = 1024,
                  batch_size: int = 16, instruction_key: str = "prompt") -> None:
@@ -316,7 +317,8 @@ def fraction_count(n: int, frac: float) -> int:
 def clamp_pairs(groups: Sequence[ScoredGroup], top_frac: float = 0.1, bottom_frac: float = 0.1,
                 reference_key: str | None = None, max_similarity: float = 0.95,
                 similarity_method: str = "ratio") -> list[PreferencePair]:
-    """CLaMP-DPO pairs (NotaGen, PAPERS.md §16). Per prompt with n ≥ 2 completions, ranked by score
+    """CLaMP-DPO pairs (NotaGen: Wang et al., 2025, arXiv:2502.18008). Per prompt with n ≥ 2 completions,
+    ranked by score
     (stable: among equal scores the earlier sampled ranks higher):
 
     * k_top = :func:`fraction_count` (n, ``top_frac``) and k_bottom = :func:`fraction_count` (n, ``bottom_frac``);

@@ -4,11 +4,11 @@ Loss per pair (r = the model's scalar at the last token of prompt + completion +
 
     ℓ = −log σ(r_c − r_r) + reg_coef·(r_c² + r_r²)
 
-(Bradley-Terry; ``rm.reg_coef`` > 0 is PAR's "Reg" variant, PAPERS.md §4). Pairs come from a file, from a
+(Bradley-Terry; ``rm.reg_coef`` > 0 is PAR's "Reg" variant, arXiv:2502.18770). Pairs come from a file, from a
 verifiable task (chosen = the task's demonstration, rejected = its ``wrong_demonstration``, skipped where
-that happens to be right) or from distillation (:mod:`llmrl.preference.distill`, §14).
+that happens to be right) or from distillation (:mod:`llmrl.preference.distill`, arXiv:2502.19557).
 
-Label privacy (AUP-RLHF, §8; mechanisms in :mod:`llmrl.algos.privacy`), ``rm.privacy.mechanism``:
+Label privacy (AUP-RLHF, arXiv:2502.17515; mechanisms in :mod:`llmrl.algos.privacy`), ``rm.privacy.mechanism``:
 
 * ``randomized_response``: each training label is flipped (the pair's completions swapped) with
   probability ρ = 1/(1+e^ε′), ε′ = ε/m where m is the largest number of pairs of one user (so each user is

@@ -1,4 +1,4 @@
-"""The language model as its own preference classifier (IPO, arXiv 2502.16182; PAPERS.md §9).
+"""The language model as its own preference classifier (IPO: Garg et al., 2025, arXiv:2502.16182).
 
 The judge reads a raw-text prompt (no chat template) that asks whether a response is correct / helpful /
 safe and ends "Answer with just Yes/No". The score is p_yes / (p_yes + p_no), where p_yes sums the

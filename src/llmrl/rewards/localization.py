@@ -1,4 +1,4 @@
-"""SoRFT localisation rewards (arXiv 2502.20127; PAPERS.md §3) and the F_β set score.
+"""SoRFT localisation rewards (Ma et al., 2025, arXiv:2502.20127) and the F_β set score.
 
 SoRFT's rule-based PPO stage scores a localisation answer (files, functions or lines that a fix must
 touch) by F_β of the predicted set against the gold set taken from the PR patch:

@@ -1,4 +1,4 @@
-"""Rule-based reward for Knights & Knaves puzzles (Logic-RL, arXiv 2502.14768; PAPERS.md §1).
+"""Rule-based reward for Knights & Knaves puzzles (Logic-RL: Xie et al., 2025, arXiv:2502.14768).
 
 The scored text is the whole assistant turn, i.e. the pre-filled ``<think>`` prefix plus the model's
 completion. Reward = format score + answer score, total in [-3, 3]:

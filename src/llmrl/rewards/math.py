@@ -1,4 +1,4 @@
-r"""Math answer checking (Big-Math style, PAPERS.md §17): extract the final answer, test equivalence.
+r"""Math answer checking (Big-Math style, arXiv:2502.17387): extract the final answer, test equivalence.
 
 Extraction (:func:`extract_answer`), first that applies: the last ``\boxed{...}``/``\fbox{...}`` whose braces
 balance (escaped ``\{ \}`` ignored; ``\boxed 5`` works too), else the last non-empty ``<answer>...</answer>``,

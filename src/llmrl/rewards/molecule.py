@@ -1,4 +1,4 @@
-"""Molecule-design rewards in the style of ChatMol (PAPERS.md, "Others"): validity, property targets
+"""Molecule-design rewards in the style of ChatMol (Fan et al., 2025, arXiv:2502.19794): validity, property targets
 (QED, logP, molecular weight, H-bond donors/acceptors) and substructure constraints, via RDKit.
 
 RDKit is imported lazily on the first call (``pip install rdkit`` or ``pip install 'llmrl[chem]'``);

@@ -10,7 +10,7 @@ tokens, the completion its first ``max_length − len(prompt)``.
 
 A directory written by the ``reward_model`` trainer also holds ``reward_model.json`` (max lengths, chat
 template use, whether the model is user-conditioned); its values are the defaults here. A user-conditioned
-model (PAPERS.md §20) reads the user from ``sample[user_key]`` and sees the prompt rewritten by
+model (Dong et al., 2025, arXiv:2502.19158) reads the user from ``sample[user_key]`` and sees the prompt rewritten by
 :func:`user_conditioned_prompt`.
 """
 

@@ -1,4 +1,4 @@
-r"""Schema RL fine-grained validator reward (PAPERS.md §12) and exact tool-call reward.
+r"""Schema RL fine-grained validator reward (Lu et al., 2025, arXiv:2502.18878) and exact tool-call reward.
 
 :func:`schema_reward` scores a completion against a JSON Schema in [0, 1]:
 

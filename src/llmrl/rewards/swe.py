@@ -1,4 +1,4 @@
-"""SWE-RL patch-similarity reward (arXiv 2502.18449; PAPERS.md §2), search/replace and unified-diff forms.
+"""SWE-RL patch-similarity reward (Wei et al., 2025, arXiv:2502.18449), search/replace and unified-diff forms.
 
 The definitions are those of facebookresearch/swe-rl ``src/swerl/core/reward.py``
 (``calculate_search_replace_reward`` and ``calculate_reward_unidiff``); results are equal to its results

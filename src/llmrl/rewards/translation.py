@@ -1,4 +1,4 @@
-"""Reference-based translation rewards (R1-T1, arXiv 2502.19735; PAPERS.md §15) with sacreBLEU's metrics.
+"""Reference-based translation rewards (R1-T1: He et al., 2025, arXiv:2502.19735) with sacreBLEU's metrics.
 
 R1-T1 rewards translation quality (COMET in the paper) plus a think/answer format score. Offline we use a
 reference metric instead, computed by sacreBLEU (``sacrebleu`` >= 2.4, a core dependency); the values are

@@ -1,4 +1,5 @@
-"""DVPO (PAPERS.md §7): a global value model (GVM) trained offline on preference pairs, then PPO with it frozen.
+"""DVPO (Huang et al., 2025, arXiv:2502.16944): a global value model (GVM) trained offline on preference
+pairs, then PPO with it frozen.
 
 Value-model training (trainer ``dvpo_value``, section ``gvm``). Each pair gives two sequences, prompt +
 chosen and prompt + rejected (tokenised by :func:`llmrl.train.pairs.encode_pairs`, the RL tokenisation,

@@ -1,4 +1,4 @@
-"""Sampling from a log-linear mixture of K causal LMs that share a tokenizer (MPO, PAPERS.md §5).
+"""Sampling from a log-linear mixture of K causal LMs that share a tokenizer (MPO: Wang et al., 2025, arXiv:2502.18699).
 
 MPO's mixed policy is sequence-level: π_λ(y|x) ∝ Π_k π_k(y|x)^{λ_k}. Normalising it needs a sum over all
 sequences, so :class:`MixtureSampler` implements the practical token-level approximation: each next token

@@ -1,4 +1,5 @@
-"""SWE-style code repair built offline from a local Python source tree (PAPERS.md §2 SWE-RL, §3 SoRFT).
+"""SWE-style code repair built offline from a local Python source tree (SWE-RL, arXiv:2502.18449; SoRFT,
+arXiv:2502.20127).
 
 Each sample is one verified bug injected by :mod:`llmrl.tasks.bugs` into a function of a ``.py`` file under
 ``source_dir`` (default: this interpreter's standard library, ``sysconfig.get_paths()["stdlib"]``), with an

@@ -1,6 +1,6 @@
 """``hackable``: another task whose reward is a deliberately exploitable PROXY of its true objective.
 
-For reward-hacking experiments (PAPERS.md §4, ``examples/reward_hacking.py``): the policy is trained on
+For reward-hacking experiments (PAR, arXiv:2502.18770; ``examples/reward_hacking.py``): the policy is trained on
 the proxy, while the verifier (``is_correct`` / ``is_well_formed``) stays the wrapped task's, so the
 ``accuracy`` logged on rollouts and in held-out evaluations is the TRUE task accuracy and the ``reward``
 column is the proxy.

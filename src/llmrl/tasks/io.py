@@ -6,6 +6,12 @@ dict to every consumer that also remembers where it came from (``origin``, ``"FI
 never a key). Writing is atomic: rows go to a temporary file in the same directory, which then replaces
 the target with :func:`os.replace`.
 
+:func:`iter_sample_rows` reads any source of samples: JSON Lines here (no ``datasets`` import), or, for a
+directory or a ``.parquet`` / ``.pq`` / ``.csv`` file, through Hugging Face ``datasets``
+(:mod:`llmrl.tasks.hf_data`; rows remember ``"PATH:row N"``, N 1-based). A column mapping (``{field:
+column}``, :func:`map_columns`) renames columns to the fields llmrl reads before any check; a mapped row
+remembers it (``Row.columns``), so that messages name the column (:func:`key_label`).
+
 :func:`read_samples` reads a file of task samples and checks every row when it is read, before any
 training work: the prompt (:func:`prompt_problem`) and the fields the task declares
 (:meth:`llmrl.tasks.base.Task.sample_fields`, checked by :func:`sample_problem`). Its errors are one line,
@@ -23,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmrl.core.errors import DataError
+from llmrl.core.errors import ConfigError, DataError
 
 ROLES = ("system", "user", "assistant", "tool")
 """Chat-message roles a prompt may use: those every common chat template renders (Qwen2's silently drops
@@ -36,19 +42,83 @@ FieldsFn = Callable[[Mapping[str, Any]], tuple[Mapping[str, Any], Mapping[str, A
 class Row(dict[str, Any]):
     """A JSON object read from a file: a plain dict to every consumer, plus ``origin`` (``"FILE:LINE"``),
     where it came from. ``origin`` is an attribute, not a key, so it never reaches prompts, JSON output,
-    hashes or checkpoints; ``dict(row)`` drops it."""
+    hashes or checkpoints; ``dict(row)`` drops it. ``columns``: the column mapping (``{field: column}``) the
+    row was read with, if any, so that messages name the dataset's column (:func:`key_label`)."""
 
-    __slots__ = ("origin",)
+    __slots__ = ("columns", "origin")
 
-    def __init__(self, data: Mapping[str, Any] | None = None, origin: str | None = None) -> None:
+    def __init__(self, data: Mapping[str, Any] | None = None, origin: str | None = None,
+                 columns: Mapping[str, str] | None = None) -> None:
         super().__init__(data or {})
         self.origin = origin
+        self.columns = dict(columns) if columns else None
 
 
 def origin_of(obj: Any) -> str | None:
     """``"FILE:LINE"`` of a row read by :func:`iter_jsonl` (or anything with an ``origin``), else None."""
     origin = getattr(obj, "origin", None)
     return origin if isinstance(origin, str) else None
+
+
+def key_label(row: Any, name: str) -> str:
+    """How messages name field ``name`` of ``row``: ``column 'question', mapped to 'prompt'`` when the row was
+    read with a column mapping that renames it (:attr:`Row.columns`), else ``key 'prompt'``."""
+    columns = getattr(row, "columns", None)
+    column = columns.get(name) if isinstance(columns, dict) else None
+    return f"column {column!r}, mapped to {name!r}" if column is not None and column != name else f"key {name!r}"
+
+
+def check_columns(columns: Mapping[str, Any] | None, key: str = "columns") -> dict[str, str]:
+    """A column mapping ``{llmrl field: dataset column}`` checked: both non-empty strings (ConfigError naming
+    ``KEY.FIELD`` otherwise). None or empty: no mapping."""
+    out: dict[str, str] = {}
+    for field_name, column in (columns or {}).items():
+        if not isinstance(field_name, str) or not field_name:
+            raise ConfigError(f"{key}: field names must be non-empty strings, got {field_name!r}")
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"{key}.{field_name}: expected a column name (a non-empty string), got {column!r}")
+        out[field_name] = column
+    return out
+
+
+def map_columns(record: Mapping[str, Any], columns: Mapping[str, str], where: str, key: str = "columns", *,
+                columnar: bool = False, prompt_field: str = "prompt") -> Row:
+    """``record`` with its columns renamed to llmrl fields: field ``F`` of the result is column
+    ``columns[F]``; mapped columns are dropped under their own name and a column named like a mapped field is
+    replaced; the other columns stay. A mapped column the record lacks raises DataError ``"WHERE: no column
+    'C' (KEY.F); present: ..."``. ``columnar`` (a table, where an absent value is a null): a null in a mapped
+    column or in the prompt's is an error naming the column, other nulls are dropped (the field is absent),
+    and keys whose value is null are dropped from chat messages."""
+    for field_name, column in columns.items():
+        if column not in record:
+            raise DataError(f"{where}: no column {column!r} ({key}.{field_name}); present: "
+                            f"{', '.join(map(repr, record)) or 'none'}")
+    out: dict[str, Any] = {field_name: record[column] for field_name, column in columns.items()}
+    mapped = set(columns.values())
+    out.update((k, v) for k, v in record.items() if k not in mapped and k not in columns)
+    if columnar:
+        for field_name in {*columns, prompt_field}:
+            if field_name in out and out[field_name] is None:
+                column = columns.get(field_name, field_name)
+                how = f" (mapped to {field_name!r})" if column != field_name else ""
+                raise DataError(f"{where}: column {column!r}{how} is null")
+        out = {k: v for k, v in out.items() if v is not None}
+        prompt = out.get(prompt_field)
+        if isinstance(prompt, list):
+            out[prompt_field] = [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m
+                                 for m in prompt]
+    return Row(out, where, columns=columns)
+
+
+DATASET_SUFFIXES = (".parquet", ".pq", ".csv")
+"""File suffixes read through Hugging Face ``datasets`` (:mod:`llmrl.tasks.hf_data`); a directory is read as
+one written by ``save_to_disk``. Anything else is JSON Lines."""
+
+
+def is_dataset_source(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is read through ``datasets``: a directory, or a parquet / CSV file (by suffix)."""
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() in DATASET_SUFFIXES
 
 
 def iter_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> Iterator[Row]:
@@ -198,35 +268,60 @@ completion is sampled after (:func:`llmrl.models.render_prompt` appends it), ref
 def sample_problem(sample: Mapping[str, Any], required: Mapping[str, Any] = {},  # noqa: B006 - read only
                    optional: Mapping[str, Any] = {}, *, prompt_field: str = "prompt",  # noqa: B006
                    needed_by: str = "") -> str | None:
-    """What is wrong with one sample, or None, as ``"what is wrong (key 'NAME')"``: its prompt
-    (:func:`prompt_problem`), the ``required`` fields (present, of their type: :func:`conforms`), the
-    ``optional`` ones and :data:`SAMPLE_FIELDS` (of their type when present). ``needed_by`` (e.g. ``task
-    'countdown'``) says in the message who needs a missing field."""
+    """What is wrong with one sample, or None, as ``"what is wrong (key 'NAME')"`` (``(column 'C', mapped to
+    'NAME')`` for a row read with a column mapping: :func:`key_label`): its prompt (:func:`prompt_problem`), the
+    ``required`` fields (present, of their type: :func:`conforms`), the ``optional`` ones and
+    :data:`SAMPLE_FIELDS` (of their type when present). ``needed_by`` (e.g. ``task 'countdown'``) says in the
+    message who needs a missing field."""
     if prompt_field not in sample:
-        return f"missing the prompt; present: {', '.join(map(repr, sample)) or 'none'} (key {prompt_field!r})"
+        return (f"missing the prompt; present: {', '.join(map(repr, sample)) or 'none'} "
+                f"({key_label(sample, prompt_field)})")
     problem = prompt_problem(sample[prompt_field])
     if problem is not None:
-        return f"{problem} (key {prompt_field!r})"
+        return f"{problem} ({key_label(sample, prompt_field)})"
     for name in required:
         if name not in sample:
             who = f" (needed by {needed_by})" if needed_by else ""
-            return f"missing{who}; present: {', '.join(map(repr, sample))} (key {name!r})"
+            return f"missing{who}; present: {', '.join(map(repr, sample))} ({key_label(sample, name)})"
     checks = {**SAMPLE_FIELDS, **optional, **required}
     for name, spec in checks.items():
         if name in sample and not conforms(sample[name], spec):
             value = sample[name]
             got = json_type(value) if value is None else f"{json_type(value)} {_short(value)}"
-            return f"expected {describe(spec)}, got {got} (key {name!r})"
+            return f"expected {describe(spec)}, got {got} ({key_label(sample, name)})"
     return None
 
 
-def read_samples(path: str | os.PathLike[str], fields: FieldsFn | None = None, *,
-                 needed_by: str = "") -> list[Row]:
-    """Every row of a JSON Lines file of samples, each checked as it is read (:func:`sample_problem`, with the
-    ``(required, optional)`` fields ``fields(row)`` gives; None: none beyond the prompt). The first bad row
-    raises DataError ``"PATH:LINE: what is wrong (key 'NAME')"``; nothing is read lazily."""
-    rows = []
+def iter_sample_rows(path: str | os.PathLike[str], *, columns: Mapping[str, str] | None = None,
+                     split: str | None = "train", columns_key: str = "columns",
+                     split_key: str | None = None) -> Iterator[Row]:
+    """The rows of a source of samples, each a :class:`Row`, ``columns`` (``{field: column}``,
+    :func:`map_columns`) applied: JSON Lines (:func:`iter_jsonl`, origin ``"PATH:LINE"``; no ``datasets``
+    import), or, when :func:`is_dataset_source`, a ``save_to_disk`` directory or a parquet / CSV file read
+    through ``datasets`` (:func:`llmrl.tasks.hf_data.iter_dataset_rows`: ``split`` picks the split of a
+    DatasetDict directory, ``split_key`` names its config key in messages; origin ``"PATH:row N"``).
+    ``columns_key`` is the mapping's config key, for messages (``task.columns``)."""
+    mapping = check_columns(columns, columns_key)
+    if is_dataset_source(path):
+        from llmrl.tasks.hf_data import iter_dataset_rows
+
+        yield from iter_dataset_rows(path, split=split, split_key=split_key, columns=mapping,
+                                     columns_key=columns_key)
+        return
     for row in iter_jsonl(path):
+        yield map_columns(row, mapping, row.origin or str(path), columns_key) if mapping else row
+
+
+def read_samples(path: str | os.PathLike[str], fields: FieldsFn | None = None, *,
+                 needed_by: str = "", columns: Mapping[str, str] | None = None, split: str | None = "train",
+                 columns_key: str = "columns", split_key: str | None = None) -> list[Row]:
+    """Every row of a source of samples (:func:`iter_sample_rows`: JSON Lines, a ``datasets`` directory, parquet
+    or CSV; ``columns`` renamed first), each checked as it is read (:func:`sample_problem`, with the
+    ``(required, optional)`` fields ``fields(row)`` gives; None: none beyond the prompt). The first bad row
+    raises DataError ``"PATH:LINE: what is wrong (key 'NAME')"`` (``PATH:row N`` for a dataset, ``column 'C',
+    mapped to 'NAME'`` for a mapped field); nothing is read lazily."""
+    rows = []
+    for row in iter_sample_rows(path, columns=columns, split=split, columns_key=columns_key, split_key=split_key):
         required, optional = fields(row) if fields is not None else ({}, {})
         problem = sample_problem(row, required, optional, needed_by=needed_by)
         if problem is not None:

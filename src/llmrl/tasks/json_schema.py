@@ -1,4 +1,4 @@
-"""JSON-schema following in SchemaBench's three kinds (PAPERS.md §12), generated offline.
+"""JSON-schema following in SchemaBench's three kinds (Schema RL: Lu et al., 2025, arXiv:2502.18878), generated offline.
 
 Kinds (option ``kinds``, default all three; each sample draws one uniformly):
 

@@ -1,4 +1,4 @@
-"""Knights & Knaves logic puzzles with a unique solution (Logic-RL, arXiv 2502.14768; PAPERS.md §1).
+"""Knights & Knaves logic puzzles with a unique solution (Logic-RL: Xie et al., 2025, arXiv:2502.14768).
 
 Every inhabitant is a knight (always truthful) or a knave (always lies) and makes one statement: an
 expression tree over the leaves ``telling-truth(i)`` ("X is a knight") and ``lying(i)`` ("X is a

@@ -1,4 +1,4 @@
-"""ChatMol-style molecule design (PAPERS.md, "Others"): propose a molecule, as SMILES, that meets numeric
+"""ChatMol-style molecule design (Fan et al., 2025, arXiv:2502.19794): propose a molecule, as SMILES, that meets numeric
 property targets and substructure constraints. Needs RDKit (``pip install 'llmrl[chem]'``).
 
 Generation (offline, deterministic in the seed)

@@ -1,6 +1,6 @@
 """``single_objective``: another task with ONE of its named reward components as the whole reward.
 
-Used to train single-objective policies (e.g. the K policies that MPO mixes, PAPERS.md §5): the prompts,
+Used to train single-objective policies (e.g. the K policies that MPO mixes, arXiv:2502.18699): the prompts,
 splits, verifier (``is_correct`` / ``is_well_formed``) and demonstrations are the wrapped task's; only
 ``reward_functions()`` is narrowed to ``{component: fn}``.
 

@@ -1,9 +1,12 @@
-"""Preference pairs (prompt, chosen, rejected) from JSON Lines or parquet files.
+"""Preference pairs (prompt, chosen, rejected) from JSON Lines, parquet, CSV or Hugging Face datasets.
 
 File format
 -----------
 One record per line (JSONL: ``.jsonl``, ``.json``, ``.ndjson`` and any other suffix) or per row
-(parquet: ``.parquet`` / ``.pq``, read with pyarrow). Columns (names configurable):
+(parquet: ``.parquet`` / ``.pq``, read with pyarrow; CSV: ``.csv``, and a directory written by ``datasets``'
+``save_to_disk``, both read through ``datasets``, :mod:`llmrl.tasks.hf_data`, ``pip install 'llmrl[hf]'``).
+A DatasetDict directory must hold one split, or be given as its split's directory (``pairs/train``).
+Columns (names configurable):
 
 ``prompt``
     A string with non-whitespace text, or chat messages ``[{"role": ..., "content": ...}, ...]`` (string
@@ -18,7 +21,8 @@ One record per line (JSONL: ``.jsonl``, ``.json``, ``.ndjson`` and any other suf
     Kept as ``PreferencePair.user_id`` (personalised evaluation); every other column goes to ``meta``
     (``assistant_prefix``, text the completions follow, must be a string).
 
-Errors are :class:`llmrl.tasks.io.DataError` naming ``file:line`` (parquet: ``file:row N``, 1-based)
+Errors are :class:`llmrl.tasks.io.DataError` naming ``file:line`` (parquet, CSV, datasets directories:
+``path:row N``, 1-based)
 and the column, and every record is checked when the file is read. Chosen identical to rejected, or an
 empty (whitespace-only) completion, is an error, or, with ``on_error="skip"``, the record is skipped and
 counted (a RuntimeWarning gives the counts, and a ``stats`` dict passed by the caller receives them).
@@ -153,8 +157,12 @@ def _problem(pair: PreferencePair, keys: tuple[str, str, str]) -> tuple[str, str
 
 
 def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location, record) for every record of a JSONL or parquet file."""
-    if path.suffix.lower() in PARQUET_SUFFIXES:
+    """(location, record) for every record of a JSONL, parquet or CSV file or a datasets directory."""
+    if path.is_dir() or path.suffix.lower() == ".csv":
+        from llmrl.tasks.hf_data import iter_records
+
+        yield from iter_records(path)
+    elif path.suffix.lower() in PARQUET_SUFFIXES:
         try:
             import pyarrow.parquet as pq
         except ImportError:  # pragma: no cover - pyarrow ships with the dev/trl extras
@@ -173,7 +181,8 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def read_preference_pairs(path: str | Path, *, prompt_key: str = "prompt", chosen_key: str = "chosen",
                           rejected_key: str = "rejected", on_error: str = "raise",
                           stats: dict[str, int] | None = None) -> list[PreferencePair]:
-    """All pairs of a JSONL or parquet file (see the module docstring for the format and errors).
+    """All pairs of a JSONL, parquet or CSV file or a datasets directory (see the module docstring for the
+    format and errors).
 
     ``on_error``: ``"raise"`` (default) or ``"skip"``: skip pairs with identical or empty completions.
     ``stats`` (optional, filled in place): ``read``, ``kept``, ``skipped_identical``, ``skipped_empty``.
@@ -181,7 +190,7 @@ def read_preference_pairs(path: str | Path, *, prompt_key: str = "prompt", chose
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"preference data file not found: {p}")
     keys = (prompt_key, chosen_key, rejected_key)
     counts = {"read": 0, "kept": 0, "skipped_identical": 0, "skipped_empty": 0}

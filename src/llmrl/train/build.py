@@ -5,10 +5,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from llmrl.core.errors import DataError
+from llmrl.core.errors import ConfigError, DataError
 from llmrl.rollout.base import GENERATORS
 from llmrl.tasks.base import TEXT, Task, get_task
-from llmrl.tasks.io import json_type, origin_of, read_samples
+from llmrl.tasks.io import json_type, key_label, origin_of, read_samples
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +27,7 @@ def build_policy(cfg: Root, path: str | Path | None = None) -> tuple[torch.nn.Mo
     from llmrl.models.loading import load_model, load_tokenizer
 
     path = path if path is not None else cfg.model.path
+    require_model(cfg, path)
     if path is not None:
         tok = load_tokenizer(path)
         model = load_model(path, dtype=cfg.model.dtype)
@@ -77,7 +78,19 @@ def build_generator(model: torch.nn.Module, tokenizer: Any, backend: str = "kvca
     return factory(model, tokenizer)
 
 
+def require_model(cfg: Root, path: str | Path | None = None) -> None:
+    """A recipe written for a real model (``model.intended``) is not run on the offline tiny model: without a
+    model (``path``, else ``model.path``) it is a one-line ConfigError naming the model it needs."""
+    m = cfg.model
+    if m.intended and (path if path is not None else m.path) is None:
+        raise ConfigError(f"model.path: required: this recipe is written for {m.intended} (model.intended); point "
+                          "model.path at a local copy, or run the offline tiny model with model.intended=null plus "
+                          "the tiny-model overrides in the recipe's comments")
+
+
 def build_task(cfg: Root) -> Task:
+    """The task; first :func:`require_model`, so that a recipe missing its model stops before any data is made."""
+    require_model(cfg)
     return get_task(cfg.task.name, **cfg.task.options)
 
 
@@ -104,10 +117,15 @@ def demonstration_uses(cfg: Root) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(train), frozenset(test)
 
 
-def read_task_samples(path: str, task: Task, uses: frozenset[str] = frozenset()) -> list[Sample]:
-    """Every sample of a JSONL file, checked as it is read (:func:`llmrl.tasks.io.read_samples`) against the
-    fields ``task`` declares for each sample (:meth:`Task.sample_fields`, with ``uses``)."""
-    return read_samples(path, lambda row: task.sample_fields(row, uses), needed_by=f"task {task.name!r}")
+def read_task_samples(path: str, task: Task, uses: frozenset[str] = frozenset(), *,
+                      columns: Mapping[str, str] | None = None, split: str = "train",
+                      split_key: str = "task.train_split") -> list[Sample]:
+    """Every sample of a JSONL file, a ``datasets`` directory (``split`` of a DatasetDict), parquet or CSV,
+    ``columns`` (``{field: column}``, ``task.columns``) renamed first, checked as it is read
+    (:func:`llmrl.tasks.io.read_samples`) against the fields ``task`` declares for each sample
+    (:meth:`Task.sample_fields`, with ``uses``)."""
+    return read_samples(path, lambda row: task.sample_fields(row, uses), needed_by=f"task {task.name!r}",
+                        columns=columns, split=split, columns_key="task.columns", split_key=split_key)
 
 
 def read_sft_examples(path: str) -> list[Sample]:
@@ -147,15 +165,17 @@ def check_data_files(cfg: Root) -> None:
 
 
 def build_data(cfg: Root, task: Task) -> tuple[list[Sample], list[Sample]]:
-    """(train samples, held-out samples), from files when given (every row checked as it is read: a bad row
-    raises DataError ``"FILE:LINE: ..."``; each sample remembers its line, :func:`llmrl.tasks.io.origin_of`),
+    """(train samples, held-out samples), from files when given (JSONL, a ``datasets`` directory, parquet or
+    CSV, ``task.columns`` applied; every row checked as it is read: a bad row raises DataError ``"FILE:LINE:
+    ..."`` / ``"PATH:row N: ..."``; each sample remembers where, :func:`llmrl.tasks.io.origin_of`),
     else from the task's generator. The run's other data files are checked too (:func:`check_data_files`)."""
     t = cfg.task
     train_uses, test_uses = demonstration_uses(cfg)
-    train = (read_task_samples(t.train_file, task, train_uses) if t.train_file
-             else task.samples(t.train_size, "train", t.data_seed))
-    test = (read_task_samples(t.test_file, task, test_uses) if t.test_file
-            else task.samples(t.test_size, "test", t.data_seed))
+    train = (read_task_samples(t.train_file, task, train_uses, columns=t.columns, split=t.train_split)
+             if t.train_file else task.samples(t.train_size, "train", t.data_seed))
+    test = (read_task_samples(t.test_file, task, test_uses, columns=t.columns, split=t.test_split,
+                              split_key="task.test_split")
+            if t.test_file else task.samples(t.test_size, "test", t.data_seed))
     check_data_files(cfg)
     for rows in (train, test):
         for r in rows:
@@ -191,27 +211,27 @@ def validate_tokenized(samples: Sequence[Mapping[str, Any]], tokenizer: Any, cha
             if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not all(
                     isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)):
                 raise DataError(f"{where}: the prompt must be a string or a list of chat messages, got "
-                                f"{json_type(prompt)} (key 'prompt')")
+                                f"{json_type(prompt)} ({key_label(s, 'prompt')})")
             text = _prompt_text(prompt)
             if not text.strip():
-                raise DataError(f"{where}: the prompt is empty or whitespace only (key 'prompt')")
+                raise DataError(f"{where}: the prompt is empty or whitespace only ({key_label(s, 'prompt')})")
             if use_template:
                 try:
                     full = render_prompt(tokenizer, dict(s), chat_template)
                 except Exception as exc:  # jinja2 TemplateError, raise_exception(...) in the template, ...
                     msg = " ".join(str(exc).split()) or type(exc).__name__
                     raise DataError(f"{where}: the tokenizer's chat template rejects the prompt: {msg} "
-                                    "(key 'prompt')") from None
+                                    f"({key_label(s, 'prompt')})") from None
             else:
                 full = render_prompt(tokenizer, dict(s), chat_template)
-            wheres.append(where)
+            wheres.append((where, key_label(s, "prompt")))
             texts.append(text)
             rendered.append(full)
         content_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        for where, c, f in zip(wheres, content_ids, full_ids):
+        for (where, label), c, f in zip(wheres, content_ids, full_ids):
             if not c:
                 raise DataError(f"{where}: the prompt is empty after tokenisation: the tokenizer drops every "
-                                "character of it (key 'prompt')")
+                                f"character of it ({label})")
             if not f:
-                raise DataError(f"{where}: the prompt is empty after templating (key 'prompt')")
+                raise DataError(f"{where}: the prompt is empty after templating ({label})")

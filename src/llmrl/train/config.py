@@ -38,6 +38,9 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     path: str | None = doc("local Hugging Face model directory; null = build the tiny model offline", None)
+    intended: str | None = doc("the model a recipe's settings are written for (paper-scale completion lengths and "
+                               "batches); when set, a run without model.path stops with a one-line error instead of "
+                               "running them on the tiny model; null = the tiny model is fine", None)
     tiny: TinyModelConfig = doc("the built-in tiny model (used when path is null)", factory=TinyModelConfig)
     dtype: str = doc("float32, bfloat16, float16 or auto", "float32")
     chat_template: bool | None = doc("use the tokenizer's chat template; null = when it has one", None)
@@ -50,8 +53,15 @@ class TaskConfig:
     options: dict[str, Any] = doc("keyword options of the task", factory=dict)
     train_size: int = doc("number of distinct generated training prompts", 2000, ge=1)
     test_size: int = doc("number of held-out prompts for evaluation", 200, ge=1)
-    train_file: str | None = doc("JSONL of samples to train on instead of generated ones", None)
-    test_file: str | None = doc("JSONL of held-out samples instead of generated ones", None)
+    train_file: str | None = doc("samples to train on instead of generated ones: JSONL, parquet, CSV or a Hugging "
+                                 "Face datasets directory (save_to_disk; parquet/CSV/directories need "
+                                 "pip install 'llmrl[hf]')", None)
+    test_file: str | None = doc("held-out samples instead of generated ones (same formats as train_file)", None)
+    train_split: str = doc("split train_file reads when it is a DatasetDict directory", "train")
+    test_split: str = doc("split test_file reads when it is a DatasetDict directory", "test")
+    columns: dict[str, str] = doc("rename dataset columns to the fields llmrl reads, field: column (e.g. {prompt: "
+                                  "question, answer: final_answer}), for train_file and test_file, before the "
+                                  "rows are checked", factory=dict)
     data_seed: int = doc("seed of the task generator", 0)
 
 
@@ -108,7 +118,8 @@ class SFTConfig:
     schedule: Literal["constant", "cosine"] = doc("constant or cosine", "cosine")
     num_examples: int = doc("demonstrations drawn from the task's training prompts", 2000, ge=1)
     noise: float = doc("fraction of demonstrations replaced by the task's sloppy (wrong) ones", 0.0, ge=0, le=1)
-    data_file: str | None = doc("JSONL with prompt + completion (or answer) to train on instead", None)
+    data_file: str | None = doc("prompt + completion (or answer) rows to train on instead: JSONL, parquet, CSV or a "
+                                "datasets directory (split train)", None)
     source: Literal["demonstrations", "rejection"] = doc(
         "demonstrations (the task's gold completions) or rejection (sample rejection_k completions per training "
         "prompt, keep those the task accepts: SoRFT stage 1)", "demonstrations")
@@ -130,6 +141,39 @@ class RewardConfig:
                          3.4028234663852886e38, gt=0)
 
 
+@dataclass
+class WandbConfig:
+    enabled: bool = doc("also log the metrics, and the resolved config as the run's config, to Weights & Biases "
+                        "(pip install 'llmrl[trackers]')", False)
+    project: str = doc("W&B project", "llmrl")
+    entity: str | None = doc("W&B entity (user or team); null = your default entity", None)
+    name: str | None = doc("W&B run name; null = the name of output_dir", None)
+    mode: Literal["offline", "online"] = doc(
+        "offline: write the run to disk only (upload later with `wandb sync DIR/wandb/offline-run-*`; a resumed "
+        "run's files are synced in order as one run); online: stream it to the W&B server", "offline")
+    dir: str | None = doc("directory W&B writes its wandb/ folder into; null = $WANDB_DIR if set, else "
+                          "output_dir", None)
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = doc("also log the metrics, and the resolved config as the run's params, to MLflow "
+                        "(pip install 'llmrl[trackers]')", False)
+    tracking_uri: str | None = doc("MLflow tracking URI (http://HOST:5000, file:/PATH, sqlite:///mlflow.db with "
+                                   "full mlflow); null = a local file store in output_dir/mlruns", None)
+    experiment: str = doc("MLflow experiment (created when missing)", "llmrl")
+    run_name: str | None = doc("MLflow run name; null = the name of output_dir", None)
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = doc("mirror the metrics to TensorBoard event files in output_dir/tb", True)
+    wandb: WandbConfig = doc("Weights & Biases (its run id is kept in output_dir/trackers.json: --resume continues "
+                             "the same run)", factory=WandbConfig)
+    mlflow: MlflowConfig = doc("MLflow (its run id is kept in output_dir/trackers.json: --resume continues the "
+                               "same run)", factory=MlflowConfig)
+
+
 _SHARED_HELP: dict[type, str] = {
     ModelConfig: "policy model",
     TaskConfig: "task and data",
@@ -138,6 +182,7 @@ _SHARED_HELP: dict[type, str] = {
     EvalConfig: "held-out evaluation",
     SFTConfig: "supervised warm start before RL",
     RewardConfig: "where and under which limits the task's reward functions run",
+    LoggingConfig: "where metrics go besides metrics.jsonl: TensorBoard, Weights & Biases, MLflow",
 }
 
 
@@ -162,7 +207,9 @@ class RootBase:
     output_dir: str = doc("where metrics, checkpoints and the final model go", "runs/default")
     steps: int = doc("RL steps (one rollout batch each)", 100, ge=0)
     log_every: int = doc("print a log line every N steps", 1)
-    threads: int = doc("torch CPU threads; 0 = torch's default", 0)
+    threads: int = doc("torch CPU threads; 0 = auto: the cores no other process is busy with (load measured at the "
+                       "start), at most one per 250k model parameters, at least 1 (torch's default of every core "
+                       "collapses when another process holds one); N > 0 = exactly N", 0, ge=0)
     progress: bool = doc("show a live progress bar", True)
     save_every: int = doc("checkpoint every N steps (0 = only at the end and on save_minutes)", 0, ge=0)
     save_minutes: float = doc("also checkpoint after a step when this many minutes passed since the last "
@@ -172,6 +219,7 @@ class RootBase:
     task: TaskConfig = shared(TaskConfig)
     rollout: RolloutConfig = shared(RolloutConfig)
     reward: RewardConfig = shared(RewardConfig)
+    logging: LoggingConfig = shared(LoggingConfig)
 
     def validate_shared(self) -> None:
         """Every field's declared choices and bounds (:func:`check_fields`) and the registered task name; a

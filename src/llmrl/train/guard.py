@@ -69,16 +69,17 @@ def resume_state(out: str | Path, resume: bool, model: torch.nn.Module, optimize
 
 
 RESUMABLE_CHANGES = frozenset({"output_dir", "steps", "log_every", "threads", "progress", "save_every",
-                               "save_minutes", "keep_checkpoints", "online.iterations", "rm.max_steps"})
+                               "save_minutes", "keep_checkpoints", "online.iterations", "rm.max_steps", "logging"})
 """Config keys a resumed run may change (how long it runs and how it reports, not what it trains)."""
 
 
 def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs, except :data:`RESUMABLE_CHANGES`."""
+    """Dotted keys whose values differ between two resolved configs, except :data:`RESUMABLE_CHANGES` and keys
+    the saved config does not have (added by a later llmrl: they take their value now)."""
     diffs = []
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
-        if name in RESUMABLE_CHANGES:
+        if name in RESUMABLE_CHANGES or key not in saved:
             continue
         a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
@@ -116,11 +117,20 @@ def open_log(out: str | Path, state: dict[str, Any] | None,
              evaluate_before: Callable[[], dict[str, float]], cfg: Any = None) -> tuple[MetricsLogger, dict[str, Any]]:
     """(metrics log, the "before" evaluation record). The run's inputs are valid by now: ``cfg``'s resolved
     config is written to ``config.yaml``. A fresh run evaluates now and logs it at step 0; a resumed one
-    (``state`` from :func:`resume_state`) keeps the records up to its step and reads step 0 back."""
+    (``state`` from :func:`resume_state`) keeps the records up to its step and reads step 0 back. The metrics
+    also go to the trackers ``cfg.logging`` enables (TensorBoard, W&B, MLflow: :mod:`llmrl.train.trackers`; a
+    missing package is a ConfigError before ``config.yaml`` is written)."""
+    from llmrl.train.trackers import check_trackers, open_trackers
+
+    logging_cfg = getattr(cfg, "logging", None)
+    if logging_cfg is not None:
+        check_trackers(logging_cfg)
     if cfg is not None:
         write_config(cfg)
     start = 0 if state is None else state["step"]
-    log = MetricsLogger(out, resume_step=None if state is None else start)
+    resume_step = None if state is None else start
+    trackers = open_trackers(cfg, out, resume_step) if logging_cfg is not None else None
+    log = MetricsLogger(out, resume_step=resume_step, trackers=trackers)
     if start == 0:
         return log, log.log(0, evaluate_before(), kind="eval")
     return log, next((r for r in read_metrics(log.path, "eval") if r["step"] == 0), {})

@@ -37,7 +37,8 @@ from llmrl.core.errors import RunDirError
 RUN_OUTPUTS = frozenset({
     "config.yaml", "metrics.jsonl", "tb", "checkpoints", "summary.json", "final_model", "sft_model", "rft_model",
     "critic_model", "value_model", "reward_model", "reference_model", "policies", "ref_logps.pt",
-    "initial_eval_completions.json",
+    "initial_eval_completions.json", "trackers.json", "wandb", "mlruns",
+    "plot.png", "plot.html",
 })
 """What llmrl writes into an output directory (only these are deleted by ``--overwrite``)."""
 
@@ -175,12 +176,94 @@ def write_config(cfg: Any) -> Path:
     return out / "config.yaml"
 
 
-def apply_threads(cfg: Any) -> None:
-    """``cfg.threads`` > 0: the number of torch CPU threads."""
-    if cfg.threads > 0:
-        import torch
+def apply_threads(cfg: Any) -> int:
+    """Set torch's CPU threads for the run; returns the number. ``cfg.threads`` > 0: exactly that many; 0 (auto):
+    :func:`auto_threads` for the model of ``cfg`` — the cores no other process is using, at most one per
+    :data:`PARAMS_PER_THREAD` parameters, at least 1. torch's own default (every core) collapses on a busy
+    machine: each parallel op waits for the thread whose core another process holds (benchmarks/busy_machine.py)."""
+    import torch
 
-        torch.set_num_threads(cfg.threads)
+    n = cfg.threads if cfg.threads > 0 else auto_threads(_model_params(cfg))
+    torch.set_num_threads(n)
+    return n
+
+
+PARAMS_PER_THREAD = 250_000
+"""Auto threads: one thread per this many model parameters at most (smaller ops gain less from a thread than
+its synchronisation costs; the quickstart's 0.54M-parameter model gets 2, the tests' 24k-parameter ones 1)."""
+
+
+def auto_threads(params: int | None = None) -> int:
+    """CPU threads for a model of ``params`` parameters (None: no size limit): the cores this process may use
+    (affinity, cgroup quota) less those other processes keep busy (:func:`_busy_cores`, counted from 0.4 of a
+    core), at most ``params // PARAMS_PER_THREAD``, at least 1. Decided once, when the run starts."""
+    import math
+
+    free = _allowed_cores() - math.floor(_busy_cores() + 0.6)
+    cap = max(1, params // PARAMS_PER_THREAD) if params is not None else free
+    return max(1, min(free, cap))
+
+
+def _allowed_cores() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    try:  # a container's CPU quota (cgroup v2): "max 100000" or "200000 100000" (= 2 cores)
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
+def _busy_cores(sample: float = 0.2) -> float:
+    """Cores busy with other processes' work: the larger of the CPU use measured over the next ``sample`` seconds
+    (Linux ``/proc/stat``; this process sleeps meanwhile) and the 1-minute load average less this process's own
+    share of it (about 1 - exp(-cpu_seconds / 60) for a process that has used ``cpu_seconds`` of one core)."""
+    import math
+    import resource
+    import time
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    own = 1.0 - math.exp(-(usage.ru_utime + usage.ru_stime) / 60.0)
+    now = 0.0
+    try:
+        busy0, total0 = _cpu_ticks()
+        time.sleep(sample)
+        busy1, total1 = _cpu_ticks()
+        if total1 > total0:
+            now = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+    except (OSError, ValueError, IndexError):  # no /proc/stat (macOS): the load average alone
+        pass
+    return max(now, load - own, 0.0)
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from the first line of ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def _model_params(cfg: Any) -> int | None:
+    """About how many parameters the run's model has: a model directory's weight files at 2 bytes a parameter,
+    else the built-in tiny model's shape (embeddings left out); None when unknown."""
+    model = getattr(cfg, "model", None)
+    if model is None:
+        return None
+    if model.path:
+        p = Path(model.path)
+        files = [*p.glob("*.safetensors")] or [*p.glob("*.bin")]
+        size = sum(f.stat().st_size for f in files if f.is_file())
+        return size // 2 if size else None
+    t = model.tiny
+    return t.num_layers * (4 * t.hidden_size ** 2 + 3 * t.hidden_size * t.intermediate_size)
 
 
 def prepare_output(cfg: Any) -> Path:
