@@ -57,6 +57,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from llmrl.core.procs import pid_alive
+
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("decode_kernels.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC"]
@@ -269,15 +271,6 @@ def _tmp_prefix() -> str:
     return f"tmp-{os.getpid()}-{_host_tag()}-"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
 
 def _remove_stale(d: Path, settings: _Settings) -> None:
     """Remove this user's ``tmp*`` files in ``d`` left by builds that were killed."""
@@ -293,7 +286,7 @@ def _remove_stale(d: Path, settings: _Settings) -> None:
             if st.st_uid != os.geteuid() or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 continue  # another user's file is left alone
             m = _TMP_NAME.fullmatch(e.name)
-            if (m is not None and m[2] == host and not _alive(int(m[1]))) or now - st.st_mtime > max_age:
+            if (m is not None and m[2] == host and not pid_alive(int(m[1]))) or now - st.st_mtime > max_age:
                 try:
                     os.unlink(e.path)
                     log.debug("llmrl: removed the leftover %s", e.path)

@@ -33,6 +33,7 @@ import yaml
 
 from llmrl.core.config import to_dict
 from llmrl.core.errors import RunDirError
+from llmrl.core.procs import pid_alive
 
 RUN_OUTPUTS = frozenset({
     "config.yaml", "metrics.jsonl", "tb", "checkpoints", "summary.json", "final_model", "sft_model", "rft_model",
@@ -49,15 +50,6 @@ def _is_output(name: str) -> bool:
     return name in RUN_OUTPUTS or _TEMP.fullmatch(name) is not None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def clean_stale_temps(out: Path) -> list[Path]:
     """Remove the temporary files and directories of interrupted writes (``final_model.tmp123``,
@@ -71,7 +63,7 @@ def clean_stale_temps(out: Path) -> list[Path]:
             if m is None:
                 continue
             pid = next((int(g) for g in m.groups() if g), None)
-            if pid is not None and pid != os.getpid() and _alive(pid):
+            if pid is not None and pid != os.getpid() and pid_alive(pid):
                 continue
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)
