@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -17,6 +19,23 @@ TINY = [
     "task.train_size=64", "task.test_size=16", "eval.samples=2", "eval.pass_k=[1,2]", "eval.every=0",
     "rollout.prompts_per_step=4", "rollout.samples_per_prompt=4", "rollout.max_new_tokens=6",
 ]
+
+
+CPU_GUARD = 5.0  # a complexity guard's slack over a documented per-call bound
+
+
+@contextmanager
+def cpu_guard(bound_s: float, what: str = "") -> Iterator[None]:
+    """Fail if the block used more than CPU_GUARD x `bound_s` seconds of this process's CPU time.
+
+    A guard against complexity blow-ups (a quadratic path on a 1 MB input takes minutes), not a speed
+    target: process CPU time leaves out the time spent waiting for a core, so a loaded machine does not
+    fail it. The documented bounds are measured by the benchmarks (benchmarks/fidelity_*.py print worst
+    1 MB times)."""
+    start = time.process_time()
+    yield
+    used = time.process_time() - start
+    assert used < CPU_GUARD * bound_s, f"{what or 'block'} used {used:.2f} s of CPU (documented bound {bound_s} s)"
 
 
 class CharCountTask(Task):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import cpu_guard
 
 from llmrl.cli.main import main
 from llmrl.rewards.base import combine_rewards
@@ -271,13 +272,12 @@ def test_rewards_never_raise_and_are_fast() -> None:
             "<think>x</think><solution>" + "line: 1\n" * 5000 + "</solution>", "\x00" * 100,
             "<think>x</think><solution>```python\n### " + "a" * 200 + "\n<<<<<<< SEARCH\n\n=======\n\n"
             ">>>>>>> REPLACE\n```</solution>", "<think>" + "x" * 1_000_000 + "</think><solution>y</solution>"]
-    start = time.perf_counter()
-    for s in samples:
-        for text in junk:
-            r = task.score(text, s)
-            assert math.isfinite(r) and (-1.0 <= r <= 1.0) and r < 1.0
-            assert not task.is_correct(text, s)
-    assert time.perf_counter() - start < 10.0
+    with cpu_guard(2.0, "70 junk completions"):
+        for s in samples:
+            for text in junk:
+                r = task.score(text, s)
+                assert math.isfinite(r) and (-1.0 <= r <= 1.0) and r < 1.0
+                assert not task.is_correct(text, s)
 
 
 def test_custom_source_dir(tree: Path) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 import re
-import time
 
 import pytest
+from conftest import cpu_guard
 
 from llmrl.rewards import kk_reward
 from llmrl.rewards.logic import (
@@ -86,10 +86,9 @@ def test_kk_reward_is_linear_time_on_one_megabyte() -> None:
         wrap("Zoey is a knight " * 60_000),
         "<answer></answer>" * 60_000,
     ]
-    start = time.perf_counter()
-    for t in texts:
-        kk_reward(t, SOL)
-    assert time.perf_counter() - start < 2.0
+    with cpu_guard(2.0, "4 x 1 MB kk_reward"):
+        for t in texts:
+            kk_reward(t, SOL)
 
 
 def test_format_ok() -> None:

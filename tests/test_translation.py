@@ -13,6 +13,7 @@ from unittest import mock
 
 import pytest
 import sacrebleu
+from conftest import cpu_guard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
@@ -291,9 +292,8 @@ def test_translation_reward_never_raises_and_is_fast() -> None:
     ]
     for completion in cases:
         for metric in ("chrf", "bleu"):
-            start = time.perf_counter()
-            v = translation_reward(completion, big_answer, metric=metric)
-            assert time.perf_counter() - start < 5.0
+            with cpu_guard(2.0, f"translation_reward ({metric}) on 1 MB"):
+                v = translation_reward(completion, big_answer, metric=metric)
             assert -1.0 <= v <= 2.0
 
 
@@ -387,8 +387,7 @@ def test_task_grammar_and_verifier() -> None:
     assert normalise(" a \t b ") == "a b"
     for junk in ("x" * 1_000_000, None, "<answer>" * 1000):
         for task in (plain, tagged):
-            start = time.perf_counter()
-            assert not task.is_correct(junk, s)  # type: ignore[arg-type]
-            for fn in task.reward_functions().values():
-                fn(junk, s)  # type: ignore[arg-type]
-            assert time.perf_counter() - start < 2.0
+            with cpu_guard(2.0, "translation task on junk"):
+                assert not task.is_correct(junk, s)  # type: ignore[arg-type]
+                for fn in task.reward_functions().values():
+                    fn(junk, s)  # type: ignore[arg-type]
