@@ -95,6 +95,7 @@ class Batch:
     ref_logprobs: Tensor | None = None  # [B, L-1] reference-model log-probs, when a reference is used
     values: Tensor | None = None  # [B, L-1] critic values V(s_t) at sampling time (PPO / DVPO)
     returns: Tensor | None = None  # [B, L-1] value targets of the critic (GAE returns)
+    loss_weights: Tensor | None = None  # [B, L-1] constant policy-loss weights per token (rollout correction)
 
     @property
     def size(self) -> int:
@@ -145,4 +146,5 @@ class Batch:
             ref_logprobs=cut(self.ref_logprobs),
             values=cut(self.values),
             returns=cut(self.returns),
+            loss_weights=cut(self.loss_weights),
         )

@@ -12,6 +12,30 @@ from llmrl.train.config import EvalConfig, OptimConfig, RootBase, SFTConfig, sha
 
 
 @dataclass
+class RolloutCorrectionConfig:
+    """``algo.rollout_correction``: the sampler/trainer log-prob mismatch (llmrl.algos.rollout_correction)."""
+
+    mode: Literal["none", "tis", "mis", "mis_seq"] = doc(
+        "weight each token's policy loss by w = exp(logp_trainer - logp_sampler): none; tis: min(w, cap); mis: 0 "
+        "where w is outside [lower, cap]; mis_seq: 0 on sequences whose geometric-mean w is outside [lower, cap]. "
+        "Needs algo.recompute_logprobs", "none")
+    cap: float = doc("C: tis truncates w at C; mis / mis_seq mask w > C", 2.0, ge=1)
+    lower: float | None = doc("mis / mis_seq: also mask w < lower (0 = only above cap); null = 1/cap", None, ge=0)
+    keep: Literal["one", "ratio"] = doc("mis / mis_seq: weight of a kept token: one (rejection, verl's rollout_rs) "
+                                        "or ratio (w, or the sequence's geometric-mean w)", "one")
+    threshold: float = doc("rollout/logp_diff_frac counts tokens with |logp_trainer - logp_sampler| > threshold", 0.1,
+                           gt=0)
+
+    def validate(self, recompute: bool) -> None:
+        need = requirement("algo.rollout_correction")
+
+        need(self.lower is None or self.lower <= self.cap, "lower", f"must be <= cap ({self.cap}), got {self.lower}")
+        need(self.mode == "none" or recompute, "mode",
+             f"{self.mode} needs algo.recompute_logprobs=true (the weights compare the trainer's log-probs before the "
+             "update with the sampler's)")
+
+
+@dataclass
 class AlgoConfig:
     advantage: str = doc("advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, remax, reinforce, gae "
                          "(with a critic)", "grpo")
@@ -47,6 +71,9 @@ class AlgoConfig:
                                  "initial (SFT) policy", 10, ge=1)
     length_penalty: dict[str, Any] | None = doc("PAR length penalty before shaping, e.g. {threshold: 300, coef: 0.01}: "
                                                 "score -= coef*max(tokens - threshold, 0); null = off", None)
+    rollout_correction: RolloutCorrectionConfig = doc("sampler/trainer log-prob mismatch: metrics rollout/* every "
+                                                      "step, and TIS / MIS importance weights",
+                                                      factory=RolloutCorrectionConfig)
 
     def validate(self) -> None:
         """Registered names and their options (estimator, loss, shaper) and the cross-field checks of the reward
@@ -78,6 +105,7 @@ class AlgoConfig:
         need(self.advantage != "remax" or not (self.reward_model or self.shaping or self.length_penalty), "advantage",
              "remax scores its greedy baseline with the task's rewards: not combinable with reward_model, shaping or "
              "length_penalty")
+        self.rollout_correction.validate(self.recompute_logprobs)
 
 
 @dataclass

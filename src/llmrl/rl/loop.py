@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmrl.algos import ADVANTAGES, KLController, kl_estimate, sequence_kl, token_rewards
+from llmrl.algos.rollout_correction import correction_weights, mismatch_metrics
 from llmrl.core.config import to_dict
 from llmrl.core.seed import derive_seed, rng_state, seed_everything
 from llmrl.core.types import Batch
@@ -25,6 +26,28 @@ from llmrl.train.update import LossSpec, optimizer_step, sequence_logprobs
 
 if TYPE_CHECKING:
     from llmrl.config import Config
+
+
+class _FirstForward:
+    """``LossSpec.probe`` of a step run with the sampler's log-probs as the old ones (no recompute): keeps the
+    trainer's log-probs of the first minibatch, computed by its forward before the optimizer steps, i.e. under
+    the sampling-time policy, next to the sampler's (``mb.old_logprobs``); later calls are ignored."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.seen: tuple[list[torch.Tensor], ...] = ([], [], [])  # trainer, sampler log-probs, mask
+
+    def __call__(self, mb: Batch, logprobs: torch.Tensor) -> None:
+        if self.open:
+            keep = mb.mask > 0
+            for acc, t in zip(self.seen, (logprobs, mb.old_logprobs, mb.mask), strict=True):
+                acc.append(t[keep])
+
+    def close(self, threshold: float) -> dict[str, torch.Tensor]:
+        """Stop recording; the mismatch metrics of what was seen (flattened valid tokens)."""
+        self.open = False
+        trainer, sampler, mask = (torch.cat(acc) for acc in self.seen)
+        return mismatch_metrics(trainer, sampler, mask, threshold)
 
 
 def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
@@ -76,8 +99,13 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         batch.scores, score_metrics = scorer(ro.episodes, step)
         t_gen = time.time()
         # 2. old log-probs (the sampler's unless asked to recompute), the reference's, the critic's values
+        #    and the sampler/trainer mismatch Δ (both at the sampling temperature) with its TIS / MIS weights
+        rc, rollout_lp, mismatch = a.rollout_correction, batch.old_logprobs, {}
         if a.recompute_logprobs:
             batch.old_logprobs = sequence_logprobs(run.model, batch, cfg.rollout.temperature, a.micro_batch_size)
+            batch.loss_weights, corr = correction_weights(batch.old_logprobs, rollout_lp, batch.mask, rc.mode,
+                                                          cap=rc.cap, lower=rc.lower, keep=rc.keep)  # none: None
+            mismatch = {**mismatch_metrics(batch.old_logprobs, rollout_lp, batch.mask, rc.threshold), **corr}
         if run.ref is not None:
             batch.ref_logprobs = sequence_logprobs(run.ref, batch, cfg.rollout.temperature, a.micro_batch_size,
                                                    run.ref_context)
@@ -96,7 +124,9 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             kl_ctl.update(float(sequence_kl(kl, batch.mask)), batch.size)
         t_score = time.time()
         # 4. update: epochs × shuffled minibatches, each one optimizer step (micro-batched)
-        step_spec = replace(spec, kl_coef=0.0 if a.kl_in_reward else beta)  # KL as a loss term, or not
+        #    (without recompute, Δ is measured by the first minibatch's forward: the probe)
+        probe = _FirstForward() if not a.recompute_logprobs and step > warm else None
+        step_spec = replace(spec, kl_coef=0.0 if a.kl_in_reward else beta, probe=probe)  # KL as a loss term, or not
         upd_sum: dict[str, float] = {}
         for epoch in range(a.epochs):
             order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, step, epoch)))
@@ -105,13 +135,15 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
                 upd = critic.update(mb, policy_step=step > warm) if critic is not None else {}
                 ok, pol = (optimizer_step(run.model, optimizer, scheduler, mb, step_spec, a.micro_batch_size,
                                           o.grad_clip) if step > warm else (True, {}))
+                if probe is not None and probe.open:  # the first minibatch only: its forward was under π_old
+                    mismatch = probe.close(rc.threshold)
                 upd.update(pol)
                 for k, v in upd.items():  # metrics of the step's optimizer updates, averaged
                     upd_sum[k] = upd_sum.get(k, 0.0) + v / (a.epochs * a.minibatches)
                 bad(ok, step, upd)  # skipped: warns; TrainingAborted after optim.max_bad_steps in a row
         # 5. log, evaluate, checkpoint
         t_end = time.time()
-        rec = log.log(step, {**ro.metrics, **score_metrics, **upd_sum, "kl_coef": beta,
+        rec = log.log(step, {**ro.metrics, **score_metrics, **upd_sum, **mismatch, "kl_coef": beta,
                              "lr": scheduler.get_last_lr()[0], "time/generate": t_gen - t_step,
                              "time/score": t_score - t_gen, "time/update": t_end - t_score})
         if eval_due(step, cfg.eval.every, cfg.steps):

@@ -80,6 +80,10 @@ class LossSpec:
     """Extra loss term ``aux(micro_batch, num_seqs, num_tokens) -> (loss, metrics)`` added to the policy loss
     (normalised by the minibatch's counts like the rest), e.g. the value loss of a critic sharing the
     policy's backbone; its parameters must be in the optimizer."""
+    probe: Callable[[Batch, Tensor], None] | None = None
+    """Called as ``probe(micro_batch, logprobs)`` with each micro-batch's detached policy log-probs [b, L-1]
+    before its loss: the RL loop reads the trainer's log-probs of the step's first minibatch this way (the
+    sampler/trainer mismatch without another forward pass)."""
 
 
 def minibatch_loss(model: torch.nn.Module, mb: Batch, spec: LossSpec, num_seqs: float,
@@ -89,7 +93,11 @@ def minibatch_loss(model: torch.nn.Module, mb: Batch, spec: LossSpec, num_seqs: 
     lp, ent = policy_logprobs(model, mb, spec.temperature, with_entropy=bool(spec.entropy_coef))  # [b, L-1]
     mask, ref_lp = mb.mask, mb.ref_logprobs
     assert mb.advantages is not None, "advantages must be computed before the update"
+    if spec.probe is not None:
+        spec.probe(mb, lp.detach())
     per_tok, metrics = POLICY_LOSSES.get(spec.loss)(lp, mb.old_logprobs, mb.advantages, mask, **spec.loss_options)
+    if mb.loss_weights is not None:  # rollout correction (TIS / MIS): constants, before the one aggregation
+        per_tok = per_tok * mb.loss_weights.detach()
     agg = dict(num_seqs=num_seqs, num_tokens=num_tokens, constant=spec.agg_constant)
     loss = aggregate(per_tok, mask, spec.agg, **agg)
     if ref_lp is not None:
