@@ -11,15 +11,21 @@ line on stderr naming ``model.path`` and the model, exit 2, nothing written. It 
 overrides its own comments give (the comment line ``llmrl train recipes/NAME.yaml model.intended=null ...``), so
 that what the recipe documents is what CI runs.
 
+The runs go two at a time on a 2-core machine (as many as there are cores), each confined to its own core with
+CPU affinity, as ``taskset -c N llmrl train ...`` would: ``threads: 0`` (auto, the default) then uses 1 thread.
+The recipes themselves are not changed.
+
 A table (recipe, trainer, peak RSS MB, wall and CPU seconds, seconds to the first output) is printed at the end of
 the module and written to ``recipe_runs.md`` in pytest's cache directory.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -72,6 +78,7 @@ class Run:
     cpu_s: float
     first_output_s: float | None
     killed: str | None
+    out_dir: str = ""  # the run's output_dir= argument
 
 
 def _rss_mb(pid: int) -> float:
@@ -85,15 +92,17 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_llmrl(args: list[str], log: Path, ceiling_mb: float = CEILING_MB, budget_s: float = BUDGET_S) -> Run:
+def run_llmrl(args: list[str], log: Path, ceiling_mb: float = CEILING_MB, budget_s: float = BUDGET_S,
+              cpus: set[int] | None = None) -> Run:
     """``llmrl ARGS`` from the repository root in its own process group, output to ``log``; killed past
-    ``ceiling_mb`` RSS or ``budget_s`` seconds."""
+    ``ceiling_mb`` RSS or ``budget_s`` seconds; confined to the cores ``cpus`` when given (CPU affinity)."""
     exe = shutil.which("llmrl", path=str(Path(sys.executable).parent)) or "llmrl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.monotonic()
     with open(log, "wb") as f:
         p = subprocess.Popen([exe, *args], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                             cwd=ROOT, start_new_session=True)
+                             cwd=ROOT, start_new_session=True,
+                             preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
     first, killed, peak = None, None, 0.0
     while True:
         pid, status, usage = os.wait4(p.pid, os.WNOHANG)
@@ -113,7 +122,7 @@ def run_llmrl(args: list[str], log: Path, ceiling_mb: float = CEILING_MB, budget
         pass
     return Run(rc=p.returncode, out=log.read_text(errors="replace"), peak_mb=max(peak, usage.ru_maxrss / 1024),
                wall_s=time.monotonic() - t0, cpu_s=usage.ru_utime + usage.ru_stime, first_output_s=first,
-               killed=killed)
+               killed=killed, out_dir=next((a.split("=", 1)[1] for a in args if a.startswith("output_dir=")), ""))
 
 
 def tiny_overrides(recipe: Path) -> list[str]:
@@ -175,25 +184,82 @@ def _recipe_params() -> list[object]:
     return [pytest.param(r, id=r.stem, marks=[pytest.mark.slow] if r.stem in SLOW else []) for r in RECIPES]
 
 
-@pytest.mark.parametrize("recipe", _recipe_params())
-def test_recipe_runs_two_steps_as_shipped(recipe: Path, tmp_path: Path) -> None:
+def _args(recipe: Path) -> tuple[list[str], str | None, str]:
+    """(``llmrl train recipes/NAME.yaml steps=2 ...`` arguments, model.intended, trainer)."""
     data = yaml.safe_load(recipe.read_text())
     trainer = data.get("trainer", "rl")
     assert not (data.get("pref") or {}).get("epochs"), "pref.epochs > 0: `steps` would not bound the run"
-    args = ["train", str(recipe.relative_to(ROOT)), "steps=2", *TWO_STEPS[trainer]]
-    intended = (data.get("model") or {}).get("intended")
+    return ["train", str(recipe.relative_to(ROOT)), "steps=2", *TWO_STEPS[trainer]], \
+        (data.get("model") or {}).get("intended"), trainer
+
+
+def _run_recipe(recipe: Path, tmp: Path, cpus: set[int] | None) -> tuple[Run | None, Run]:
+    """(the refused run of a real-model recipe without model.path, or None; the two-step run)."""
+    args, intended, _ = _args(recipe)
+    refused = None
+    if intended:
+        refused = run_llmrl([*args, f"output_dir={tmp / 'refused'}"], tmp / "refused.log", budget_s=300, cpus=cpus)
+        args += tiny_overrides(recipe)
+    return refused, run_llmrl([*args, f"output_dir={tmp / 'run'}"], tmp / "run.log", cpus=cpus)
+
+
+class _Runs:
+    """The selected recipes' runs, started together when the first test asks: as many at a time as this process
+    has cores, each confined to one core (so ``threads: 0`` = auto gives each run 1 thread and no run waits for
+    another's; a user running two recipes side by side with ``taskset`` sees the same), the rest queued."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, concurrent.futures.Future[tuple[Run | None, Run]]] = {}
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def start(self, recipes: list[Path], tmp: Path) -> None:
+        cores = sorted(os.sched_getaffinity(0))
+        slots: queue.Queue[int] = queue.Queue()
+        for core in cores:
+            slots.put(core)
+
+        def job(recipe: Path) -> tuple[Run | None, Run]:
+            core = slots.get()
+            try:
+                return _run_recipe(recipe, tmp / recipe.stem, {core} if len(cores) > 1 else None)
+            finally:
+                slots.put(core)
+
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(cores))
+        for recipe in recipes:
+            (tmp / recipe.stem).mkdir()
+            self.futures[recipe.stem] = self.pool.submit(job, recipe)
+
+    def result(self, recipe: Path) -> tuple[Run | None, Run]:
+        return self.futures[recipe.stem].result()
+
+
+@pytest.fixture(scope="module")
+def recipe_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    runs = _Runs()
+    selected = [item.callspec.params["recipe"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_recipe_runs_two_steps_as_shipped"]
+    selected.sort(key=lambda r: r.stem not in SLOW)  # the longest first, so that the two cores end together
+    runs.start(selected, tmp_path_factory.mktemp("recipes"))
+    yield runs
+    if runs.pool is not None:
+        runs.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("recipe", _recipe_params())
+def test_recipe_runs_two_steps_as_shipped(recipe: Path, recipe_runs: _Runs) -> None:
+    _, intended, trainer = _args(recipe)
+    refused, run = recipe_runs.result(recipe)
+    out = Path(run.out_dir)
     how = "as shipped"
     if intended:
-        out = tmp_path / "refused"
-        run = run_llmrl([*args, f"output_dir={out}"], tmp_path / "refused.log", budget_s=120)
-        lines = run.out.strip().splitlines()
-        assert run.rc == 2, _tail(run)
-        assert len(lines) == 1 and lines[0].startswith("llmrl: error: model.path: ") and intended in lines[0], run.out
-        assert not out.exists()
-        args += tiny_overrides(recipe)
+        assert refused is not None
+        lines = refused.out.strip().splitlines()
+        assert refused.rc == 2, _tail(refused)
+        assert len(lines) == 1 and lines[0].startswith("llmrl: error: model.path: ") and intended in lines[0], \
+            refused.out
+        assert not (out.parent / "refused").exists()
         how = "tiny overrides"
-    out = tmp_path / "run"
-    run = run_llmrl([*args, f"output_dir={out}"], tmp_path / "run.log")
     _record(recipe, trainer, how, run)
     assert run.killed is None, f"{recipe.name}: {run.killed}\n{_tail(run)}"
     assert run.rc == 0, f"{recipe.name}: exit {run.rc}\n{_tail(run)}"
@@ -237,3 +303,30 @@ def test_every_recipe_is_in_the_readme_table() -> None:
     section = readme.split("## Recipes", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`([a-z0-9_]+)`", section))
     assert {r.stem for r in RECIPES} <= named
+
+
+def test_eval_sft_and_rft_of_a_real_model_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`llmrl eval RECIPE --model DIR` is given its model: not refused for model.path (it fails later here, on the
+    missing directory); `llmrl sft`/`rft` without one are refused before output_dir is created."""
+    from llmrl.cli.main import main
+
+    recipe = str(ROOT / "recipes" / "logic_rl.yaml")
+    assert main(["eval", recipe, "--model", str(tmp_path / "no_model")]) == 2
+    err = capsys.readouterr().err
+    assert "model.path: required" not in err and "no_model" in err
+    for cmd in (["sft"], ["rft"]):
+        assert main([*cmd, recipe, f"output_dir={tmp_path / 'out'}"]) == 2
+        assert "model.path: required" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+
+
+def test_unknown_task_option_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmrl.cli.main import main
+
+    args = ["train", str(ROOT / "recipes" / "countdown_grpo.yaml"), f"output_dir={tmp_path / 'o'}"]
+    assert main([*args, "task.options.n_numbers_typo=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("llmrl: error: task.options: ") and "n_numbers_typo" in err[0]
+    assert main([*args, "task.name=nope"]) == 2
+    assert capsys.readouterr().err.startswith("llmrl: error: task.name: unknown task 'nope'")
+    assert not (tmp_path / "o").exists()

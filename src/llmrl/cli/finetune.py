@@ -10,7 +10,14 @@ from typing import Any
 
 from llmrl.config import Root
 from llmrl.core.seed import derive_seed, seed_everything
-from llmrl.train.build import build_data, build_generator, build_policy, build_task, validate_tokenized
+from llmrl.train.build import (
+    build_data,
+    build_generator,
+    build_policy,
+    build_task,
+    require_model,
+    validate_tokenized,
+)
 from llmrl.train.run import RunParts, evaluate_run, rejection_finetune, save_model_atomic, warm_start
 from llmrl.train.rundir import apply_threads, claim_output
 
@@ -19,6 +26,7 @@ from llmrl.train.rundir import apply_threads, claim_output
 def _claimed(cfg: Root, overwrite: bool, output: str) -> Iterator[None]:
     """``output_dir`` locked for the command; an earlier ``output`` (``sft_model`` / ``rft_model``) there is
     refused unless ``overwrite``."""
+    require_model(cfg)  # before output_dir is touched
     claim = claim_output(cfg.output_dir, overwrite=overwrite, outputs=(output,))
     try:
         yield
@@ -27,6 +35,7 @@ def _claimed(cfg: Root, overwrite: bool, output: str) -> Iterator[None]:
 
 
 def _parts(cfg: Root, model_path: str | None = None) -> RunParts:
+    require_model(cfg, model_path)
     seed_everything(cfg.seed)
     apply_threads(cfg)
     task = build_task(cfg)

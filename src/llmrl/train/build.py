@@ -80,7 +80,9 @@ def build_generator(model: torch.nn.Module, tokenizer: Any, backend: str = "kvca
 
 def require_model(cfg: Root, path: str | Path | None = None) -> None:
     """A recipe written for a real model (``model.intended``) is not run on the offline tiny model: without a
-    model (``path``, else ``model.path``) it is a one-line ConfigError naming the model it needs."""
+    model (``path``, else ``model.path``) it is a one-line ConfigError naming the model it needs. The commands
+    call it first, before anything is built or written (``llmrl train`` in
+    :func:`llmrl.trainers.run_trainer`; ``sft``/``rft``/``eval`` with the model they are given)."""
     m = cfg.model
     if m.intended and (path if path is not None else m.path) is None:
         raise ConfigError(f"model.path: required: this recipe is written for {m.intended} (model.intended); point "
@@ -89,9 +91,14 @@ def require_model(cfg: Root, path: str | Path | None = None) -> None:
 
 
 def build_task(cfg: Root) -> Task:
-    """The task; first :func:`require_model`, so that a recipe missing its model stops before any data is made."""
-    require_model(cfg)
-    return get_task(cfg.task.name, **cfg.task.options)
+    """The task named by ``task.name`` with ``task.options``; an unknown name or option, or an option value the
+    task refuses, is a one-line ConfigError naming the key."""
+    try:
+        return get_task(cfg.task.name, **cfg.task.options)
+    except KeyError as exc:
+        raise ConfigError(f"task.name: {exc.args[0] if exc.args else exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"task.options: {exc}") from None
 
 
 def demonstration_uses(cfg: Root) -> tuple[frozenset[str], frozenset[str]]:
