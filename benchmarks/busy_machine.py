@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from revisions import add_worktree, remove_worktree  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHORT = "sft.steps=200 steps=10 task.test_size=100"
 # llmrl quickstart as the script runs it, plus torch's thread count on stderr at the end
@@ -46,17 +49,6 @@ RUNNER = ("import atexit, sys\n"
           "from llmrl.cli import main\n"
           "sys.exit(main(sys.argv[1:]))\n")
 
-
-def add_worktree(rev: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="llmrl_busy_"))
-    path.rmdir()  # git creates it
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(path), rev], check=True)
-    return path
-
-
-def remove_worktree(path: Path) -> None:
-    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], check=False)
-    subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
 
 
 def run_quickstart(root: Path, out: Path, overrides: list[str], spinners: int, timeout: float) -> dict[str, Any]:
@@ -132,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     overrides = [] if args.full else args.overrides.split()
-    worktree = None if args.no_baseline else add_worktree(args.baseline)
+    worktree = None if args.no_baseline else add_worktree(args.baseline, "llmrl_busy_")
     sides = {"after": REPO} if worktree is None else {"before": worktree, "after": REPO}
     results: dict[tuple[str, str], list[dict[str, Any]]] = {(s, c): [] for s in sides for c in ("idle", "busy")}
     load_before = os.getloadavg()

@@ -22,10 +22,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from revisions import add_worktree, remove_worktree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = [
@@ -66,17 +68,6 @@ def imported_from(root: Path) -> str:
     return out.stdout.strip()
 
 
-def add_worktree(rev: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="llmrl_startup_"))
-    path.rmdir()  # git creates it
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(path), rev], check=True)
-    return path
-
-
-def remove_worktree(path: Path) -> None:
-    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], check=False)
-    subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
-
 
 def measure(sides: dict[str, Path], commands: list[str], runs: int) -> dict[str, dict[str, Any]]:
     """``{command: {side: {"median", "min", "max", "rc", "heavy"}}}``; the sides take turns, run by run."""
@@ -116,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     commands = args.command or COMMANDS
-    worktree = None if args.no_baseline else add_worktree(args.baseline)
+    worktree = None if args.no_baseline else add_worktree(args.baseline, "llmrl_startup_")
     try:
         sides = {"after": REPO} if worktree is None else {"before": worktree, "after": REPO}
         for side, root in sides.items():
