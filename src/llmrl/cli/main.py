@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_plot_arguments(sub.add_parser("plot", help="training curves of runs (their metrics.jsonl) as a PNG, "
                                                    "optionally an HTML page with their final values"))
+
+    from llmrl.cli.models import add_models_arguments
+
+    add_models_arguments(sub.add_parser("models", help="model files (import-gguf: a GGUF file as a Hugging Face "
+                                                       "model directory)"))
     return ap
 
 
@@ -207,6 +212,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from llmrl.cli.plot import run_plot
 
         return run_plot(args)
+    if args.cmd == "models":
+        from llmrl.cli.models import run_models
+
+        return run_models(args)
     raise AssertionError(args.cmd)
 
 
