@@ -155,7 +155,7 @@ def test_unknown_keys_and_trainers_still_name_the_closest() -> None:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["rollout.backend=vllm"], r"rollout\.backend: must be one of \['kvcache', 'hf'\], got 'vllm'"),
+    (["rollout.backend=sglang"], r"rollout\.backend: must be one of \['kvcache', 'hf', 'vllm'\], got 'sglang'"),
     (["algo.loss_agg=mean"], r"algo\.loss_agg: must be one of \['token-mean', "),
     (["algo.kl_estimator=k4"], r"algo\.kl_estimator: must be one of \['k1', 'k2', 'k3'\]"),
     (["optim.schedule=linear"], r"optim\.schedule: must be one of \['constant', 'cosine'\]"),
@@ -182,7 +182,7 @@ def test_choices_and_bounds_are_checked_on_a_root_built_in_code() -> None:
     from llmrl.train.config import RolloutConfig, SFTConfig
 
     with pytest.raises(ConfigError, match=r"rollout\.backend: must be one of"):
-        Config(rollout=RolloutConfig(backend="vllm")).validate()  # type: ignore[arg-type]
+        Config(rollout=RolloutConfig(backend="sglang")).validate()  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"sft\.rejection_k: must be >= 1, got 0"):
         Config(sft=SFTConfig(rejection_k=0)).validate()
     Config().validate()

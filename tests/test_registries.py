@@ -38,7 +38,7 @@ def test_generator_backends():
     from llmrl.rollout.hf_generate import HFGenerateSampler
     from llmrl.rollout.sampler import KVCacheSampler
 
-    assert GENERATORS.names() == ["hf", "kvcache"]
+    assert GENERATORS.names() == ["hf", "kvcache", "vllm"]
     assert GENERATORS.get("kvcache") is KVCacheSampler and GENERATORS.get("hf") is HFGenerateSampler
     with pytest.raises(ValueError, match="unknown generator backend 'kvcahce'; did you mean 'kvcache'"):
         build_generator(None, None, "kvcahce")

@@ -70,7 +70,7 @@ def run_trainer(cfg: Any, resume: bool = False, overwrite: bool = False, force: 
     (:data:`llmrl.core.errors.USER_ERRORS`); a SIGINT/SIGTERM checkpoints after the current step and raises
     :class:`~llmrl.core.errors.RunInterrupted`."""
     from llmrl.core.errors import CheckpointError, ConfigError
-    from llmrl.train.build import require_model
+    from llmrl.train.build import require_device, require_model
     from llmrl.train.checkpoint import latest_checkpoint
     from llmrl.train.rundir import RunOptions, claim_output, graceful_stop, using_options
 
@@ -78,6 +78,7 @@ def run_trainer(cfg: Any, resume: bool = False, overwrite: bool = False, force: 
         raise ConfigError("--resume continues the run in output_dir, --overwrite deletes it: pass one of them")
     trainer = TRAINERS[cfg.trainer]
     require_model(cfg)  # a recipe written for a real model stops here, before output_dir is touched
+    require_device(cfg)  # so does model.device=cuda on a machine without CUDA
     claim = claim_output(cfg.output_dir, resume=resume, overwrite=overwrite)
     try:
         ckpts = Path(cfg.output_dir) / "checkpoints"

@@ -15,6 +15,7 @@ from llmrl.train.build import (
     build_generator,
     build_policy,
     build_task,
+    require_device,
     require_model,
     validate_tokenized,
 )
@@ -27,6 +28,7 @@ def _claimed(cfg: Root, overwrite: bool, output: str) -> Iterator[None]:
     """``output_dir`` locked for the command; an earlier ``output`` (``sft_model`` / ``rft_model``) there is
     refused unless ``overwrite``."""
     require_model(cfg)  # before output_dir is touched
+    require_device(cfg)
     claim = claim_output(cfg.output_dir, overwrite=overwrite, outputs=(output,))
     try:
         yield

@@ -49,17 +49,20 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
 def token_logprobs(logits: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
     """log softmax(logits / T)[target] per position.  logits [B, T, V], targets [B, T] -> [B, T].
 
-    Computed as logit[target] − logsumexp(logits), which never materialises a second [B, T, V] tensor."""
+    Computed as logit[target] − logsumexp(logits), which never materialises a second [B, T, V] tensor.
+    Half-precision logits (a bfloat16 / float16 model) are upcast to float32 first, before the temperature
+    division and the log-softmax: the log-probs are float32 (or float64 for float64 logits)."""
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     if temperature != 1.0:
         logits = logits / temperature
-    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     picked = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
 
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Entropy of softmax(logits / T) per position.  [B, T, V] -> [B, T]."""
+    """Entropy of softmax(logits / T) per position, in float32 (or float64).  [B, T, V] -> [B, T]."""
+    logits = logits.float() if logits.dtype != torch.float64 else logits
     if temperature != 1.0:
         logits = logits / temperature
-    logp = F.log_softmax(logits.float() if logits.dtype != torch.float64 else logits, dim=-1)
+    logp = F.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -125,6 +125,15 @@ class Batch:
             scores=torch.tensor([e.reward for e in episodes], dtype=dtype),
             group_ids=torch.tensor([e.group_id for e in episodes], dtype=torch.long),
         )
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch with every tensor on ``device`` (this batch itself when they all are there already, as
+        on the CPU): batches are built on the CPU and moved where they meet the model."""
+        dev = torch.device(device)
+        names = [f.name for f in fields(self)]
+        if all(t is None or t.device == dev for t in (getattr(self, n) for n in names)):
+            return self
+        return Batch(**{n: None if getattr(self, n) is None else getattr(self, n).to(dev) for n in names})
 
     def select(self, idx: Tensor | slice) -> Batch:
         """Rows `idx`, trimmed to the longest remaining sequence."""

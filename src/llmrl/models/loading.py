@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llmrl.core.errors import ModelLoadError
+from llmrl.models.device import attention_implementation
 
 _DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
@@ -246,18 +247,35 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}") from None
 
 
-def load_model(
-    path: str | Path, *, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"
-) -> PreTrainedModel:
-    """Load a causal LM from a local Hugging Face directory (``config.json`` + weights), in eval mode.
+def from_pretrained(auto_class: Any, p: Path, dtype: torch.dtype | str, attn: str) -> Any:
+    """``auto_class.from_pretrained`` of a local directory with attention ``attn``; an architecture that does
+    not support it gets transformers' default attention instead."""
+    with quiet_loading():
+        try:
+            return auto_class.from_pretrained(p, dtype=dtype, local_files_only=True, attn_implementation=attn)
+        except (ValueError, ImportError) as e:
+            if not any(w in str(e).lower() for w in ("attention", "attn", "sdpa", "flash")):
+                raise
+            return auto_class.from_pretrained(p, dtype=dtype, local_files_only=True)
 
-    The directory is checked first (:func:`check_model_dir`) and the loaded weights after
-    (:func:`check_finite`): a problem is a one-line :class:`ModelLoadError` naming the file (and tensor)."""
+
+def load_model(
+    path: str | Path, *, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+    attn_implementation: str | None = None,
+) -> PreTrainedModel:
+    """Load a causal LM from a local Hugging Face directory (``config.json`` + weights), in eval mode, on
+    ``device``.
+
+    Attention: ``attn_implementation`` (None = :func:`llmrl.models.device.attention_implementation`:
+    ``flash_attention_2`` for a half-precision model on CUDA with ``flash_attn`` installed, else ``sdpa``); an
+    architecture without it falls back to transformers' default. The directory is checked first
+    (:func:`check_model_dir`) and the loaded weights after (:func:`check_finite`): a problem is a one-line
+    :class:`ModelLoadError` naming the file (and tensor)."""
     torch_dtype = resolve_dtype(dtype)
     p, where = check_model_dir(path)
+    attn = attn_implementation or attention_implementation(device, torch_dtype)
     try:
-        with quiet_loading():
-            model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype, local_files_only=True)
+        model = from_pretrained(AutoModelForCausalLM, p, torch_dtype, attn)
     except Exception as e:  # unknown architecture, unreadable or mismatched weights...: one line, no traceback
         raise ModelLoadError(f"could not load a causal LM from {str(p)!r}: {one_line(e)}") from e
     check_finite(model, p, where, hint=_cast_hint(torch_dtype))
@@ -335,12 +353,21 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return ids
 
 
-def reference_model(model: PreTrainedModel) -> PreTrainedModel:
-    """A frozen deep copy (eval mode, ``requires_grad=False``) to score reference log-probs with.
+def reference_model(model: PreTrainedModel, device: str | torch.device | None = None) -> PreTrainedModel:
+    """A frozen deep copy (eval mode, ``requires_grad=False``) to score reference log-probs with, on ``device``
+    (None: the model's). The weights are copied straight to ``device``: a copy for the CPU never takes a
+    second model's worth of GPU memory.
 
     With LoRA prefer :func:`llmrl.models.lora.adapters_disabled` on the policy itself (no copy).
     """
-    ref = copy.deepcopy(model).eval()
+    memo: dict[int, Any] = {}
+    if device is not None:  # deepcopy takes these (tied weights stay tied: one entry per tensor)
+        for t in (*model.parameters(), *model.buffers()):
+            if id(t) not in memo:
+                moved = t.detach().to(device, copy=True)
+                is_param = isinstance(t, torch.nn.Parameter)
+                memo[id(t)] = torch.nn.Parameter(moved, t.requires_grad) if is_param else moved
+    ref = copy.deepcopy(model, memo).eval()
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref

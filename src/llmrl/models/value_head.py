@@ -18,13 +18,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from llmrl.models.device import attention_implementation
 from llmrl.models.loading import (
     ModelLoadError,
     check_finite,
     check_model_dir,
     check_safetensors,
+    from_pretrained,
     one_line,
-    quiet_loading,
     read_model_json,
     resolve_dtype,
 )
@@ -105,9 +106,11 @@ def scalar_model_from_policy(policy: nn.Module, *, share: bool = False, init_std
     return ScalarHeadModel(backbone, init_std=init_std)
 
 
-def load_scalar_model(path: str | Path, dtype: str | torch.dtype = "float32") -> ScalarHeadModel:
+def load_scalar_model(path: str | Path, dtype: str | torch.dtype = "float32",
+                      device: str | torch.device = "cpu") -> ScalarHeadModel:
     """Load a directory written by :meth:`ScalarHeadModel.save`, or start a fresh head on any local
-    causal-LM checkpoint (a directory with ``config.json`` and no head files)."""
+    causal-LM checkpoint (a directory with ``config.json`` and no head files), on ``device`` (attention as
+    :func:`~llmrl.models.loading.load_model`)."""
     from transformers import AutoModel
 
     torch_dtype = resolve_dtype(dtype)
@@ -119,8 +122,7 @@ def load_scalar_model(path: str | Path, dtype: str | torch.dtype = "float32") ->
     if not isinstance(meta, dict):
         raise ModelLoadError(f"{p / HEAD_CONFIG}: not a JSON object")
     try:
-        with quiet_loading():
-            backbone = AutoModel.from_pretrained(p, dtype=torch_dtype, local_files_only=True)
+        backbone = from_pretrained(AutoModel, p, torch_dtype, attention_implementation(device, torch_dtype))
     except Exception as exc:  # unknown architecture, unreadable weights...: one line, no traceback
         raise ModelLoadError(f"{p}: cannot load a transformer backbone: {one_line(exc)}") from exc
     backbone = backbone_of(backbone)
@@ -136,7 +138,7 @@ def load_scalar_model(path: str | Path, dtype: str | torch.dtype = "float32") ->
         except Exception as exc:  # safetensors' own error type: one line naming the file
             raise ModelLoadError(f"{head}: cannot load the scalar head: {one_line(exc)}") from exc
     check_finite(model, p, where, locate=lambda name: name.removeprefix("backbone."))
-    return model
+    return model.to(device)
 
 
 __all__ = ["HEAD_CONFIG", "HEAD_WEIGHTS", "ScalarHeadModel", "backbone_of", "load_scalar_model",

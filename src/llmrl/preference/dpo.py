@@ -138,7 +138,7 @@ def score_pairs(model: torch.nn.Module, batch: PairBatch, micro_pairs: int = 0, 
         for s in range(0, B, size):
             idx = torch.arange(s, min(s + size, B))
             lp = completion_logps(model, batch.select(idx)).float()
-            out[idx] = lp.view(2, -1).T
+            out[idx] = lp.view(2, -1).T.to(out.device)
     return out
 
 
@@ -197,11 +197,11 @@ class PairObjective:
     def __call__(self, logps: Tensor, ref: Tensor | None, lengths: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-pair losses [b] from summed policy log-probs [2b], reference [b, 2] (or None), lengths [2b]."""
         b = logps.shape[0] // 2
-        lengths = lengths.clamp(min=1).to(logps.dtype)
+        lengths = lengths.clamp(min=1).to(logps.device, logps.dtype)  # where the policy's log-probs are
         pol = logps / lengths if self.average else logps
         rc = rr = None
         if ref is not None:
-            r = ref.T.reshape(-1).to(logps.dtype)  # [2b]: chosen rows then rejected rows
+            r = ref.T.reshape(-1).to(logps.device, logps.dtype)  # [2b]: chosen rows then rejected rows
             r = r / lengths if self.average else r
             rc, rr = r[:b], r[b:]
         losses, metrics = preference_loss(pol[:b], pol[b:], rc, rr, loss_type=self.loss_type, beta=self.beta,
@@ -318,7 +318,8 @@ def train(cfg: DPORoot, resume: bool = False) -> dict[str, Any]:
         if p.precompute_ref_logps:
             ref_train, ref_eval = reference_scores(run, cfg, train_b, eval_b)
         else:
-            ref_model, ref_ctx = reference_policy(run.model, cfg.model.lora.enabled)
+            ref_model, ref_ctx = reference_policy(run.model, cfg.model.lora.enabled,
+                                                  device=cfg.model.reference_device)
         if ref_model is not None and eval_b is not None:
             ref_eval = score_pairs(ref_model, eval_b, scoring_chunk(cfg), ref_ctx)
     o = cfg.optim

@@ -33,6 +33,7 @@ from llmrl.algos import MaxMinResult, maxmin_weights
 from llmrl.core.config import ConfigError, from_dict, to_dict
 from llmrl.core.seed import derive_seed, seed_everything
 from llmrl.core.types import Batch, Sample
+from llmrl.models.device import module_device
 from llmrl.models.loading import load_model, load_tokenizer
 from llmrl.rl.config import RLRoot
 from llmrl.rollout.base import SamplingParams
@@ -66,7 +67,7 @@ def sample_log_ratios(ref: torch.nn.Module, policies: Sequence[torch.nn.Module],
     eps = generate_episodes(build_generator(ref, tokenizer, backend), tokenizer, samples, params, chat_template)
     batch = Batch.collate(eps, pad)
     temp = params.temperature if params.temperature > 0 else 1.0
-    ref_lp = (sequence_logprobs(ref, batch, temp, micro_batch_size) * batch.mask).sum(-1)  # [B*m]
+    ref_lp = (sequence_logprobs(ref, batch, temp, micro_batch_size) * batch.mask).sum(-1)  # [B*m] (on the CPU)
     cols = [(sequence_logprobs(p, batch, temp, micro_batch_size) * batch.mask).sum(-1) - ref_lp for p in policies]
     return torch.stack(cols, -1).view(len(samples), params.n, len(policies)).double()
 
@@ -92,9 +93,9 @@ def estimate_maxmin(ref: torch.nn.Module, policies: Sequence[torch.nn.Module], t
 
 
 def load_policies(dirs: Sequence[str | Path], names: Sequence[str], dtype: str, ref_tokenizer: Any = None,
-                  ) -> tuple[list[torch.nn.Module], Any]:
-    """Load K policy directories; their tokenizers (and the reference's, when given) must be identical.
-    Returns (models, the shared tokenizer)."""
+                  device: str | torch.device = "cpu") -> tuple[list[torch.nn.Module], Any]:
+    """Load K policy directories on ``device``; their tokenizers (and the reference's, when given) must be
+    identical. Returns (models, the shared tokenizer)."""
     toks = [load_tokenizer(d) for d in dirs]
     try:
         if ref_tokenizer is not None:
@@ -103,7 +104,7 @@ def load_policies(dirs: Sequence[str | Path], names: Sequence[str], dtype: str, 
             check_same_tokenizer(toks, list(names))
     except MixtureError as exc:
         raise ConfigError(str(exc)) from None
-    return [load_model(d, dtype=dtype) for d in dirs], (ref_tokenizer if ref_tokenizer is not None else toks[0])
+    return [load_model(d, dtype=dtype, device=device) for d in dirs], (ref_tokenizer if ref_tokenizer is not None else toks[0])
 
 
 def mixture_sampler(models: Sequence[torch.nn.Module], tokenizer: Any, weights: Sequence[float]) -> MixtureSampler:
@@ -210,7 +211,7 @@ def train(cfg: MPORoot, resume: bool = False) -> dict[str, Any]:
         raise ConfigError(f"mix.weights: {len(m.weights)} weight(s) for {k} policies {names}")
     ref, tok = build_policy(cfg, path=reference)
     ref.eval()
-    models, tok = load_policies(dirs, names, cfg.model.dtype, tok)
+    models, tok = load_policies(dirs, names, cfg.model.dtype, tok, device=module_device(ref))  # beside it
     md: dict[str, Any] = {}
     if m.weights is not None:
         weights, source = [float(w) for w in m.weights], "fixed"

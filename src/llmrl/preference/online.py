@@ -227,7 +227,8 @@ def _run(cfg: OnlineRoot, resume: bool, onpo: bool) -> dict[str, Any]:
     needs_ref = onpo or p.loss_type not in REFERENCE_FREE
     ref_model, ref_ctx = None, None
     if not onpo and needs_ref and o.reference == "initial":  # the starting policy, before any checkpoint load
-        ref_model, ref_ctx = reference_policy(run.model, cfg.model.lora.enabled)
+        ref_model, ref_ctx = reference_policy(run.model, cfg.model.lora.enabled,
+                                              device=cfg.model.reference_device)
     prime = trainable_state(run.model) if onpo else None  # π′_1 = π_1 = the starting policy
     data = DataStream(run.train, cfg.seed)
     state = resume_state(out, resume, run.model, *_blank_optimizer(run.model, cfg), config=to_dict(cfg))  # no optimizer state is kept

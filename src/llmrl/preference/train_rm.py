@@ -137,7 +137,8 @@ def _distill(cfg: RewardModelRoot, policy: Any, tok: Any, task: Task, train: lis
     if cfg.sft.steps > 0:
         warm_start(policy, tok, task, train, cfg)  # the student's SFT warm-up on teacher (task) demonstrations
     policy.eval()
-    teacher = load_model(d.teacher_path, dtype=cfg.model.dtype) if d.teacher_path else policy
+    teacher = (load_model(d.teacher_path, dtype=cfg.model.dtype, device=next(policy.parameters()).device)
+               if d.teacher_path else policy)
     gens = (build_generator(teacher, tok, cfg.rollout.backend), build_generator(policy, tok, cfg.rollout.backend))
 
     def judge(items: Any) -> list[float]:

@@ -33,6 +33,7 @@ from llmrl.algos import explained_variance, gae, value_loss
 from llmrl.algos.value import gae_advantages
 from llmrl.core.errors import ConfigError
 from llmrl.core.seed import derive_seed
+from llmrl.models.device import module_device
 from llmrl.models.value_head import ScalarHeadModel, load_scalar_model, scalar_model_from_policy
 from llmrl.train.optim import build_optimizer
 from llmrl.train.update import micro_batches
@@ -62,12 +63,13 @@ class Critic:
 
     # ------------------------------------------------------------------------------------------ values
     def _values(self, mb: Batch, backbone_grad: bool = True) -> Tensor:
-        """V(s_t) per target position of ``mb``.  -> [b, l-1] (float32)"""
+        """V(s_t) per target position of ``mb``, on the critic's device.  -> [b, l-1] (float32)"""
+        ids = mb.input_ids.to(module_device(self.model))
         if self.shared and not backbone_grad:
             with torch.no_grad():
-                h = self.model.hidden_states(mb.input_ids)
+                h = self.model.hidden_states(ids)
             return self.model.head(h).squeeze(-1).float()[:, :-1]
-        return self.model(mb.input_ids)[:, :-1]  # right padding: causal attention is exact for real tokens
+        return self.model(ids)[:, :-1]  # right padding: causal attention is exact for real tokens
 
     @torch.no_grad()
     def values(self, batch: Batch) -> Tensor:
@@ -75,7 +77,7 @@ class Critic:
         out = torch.zeros_like(batch.mask)
         for idx, mb in micro_batches(batch, self.micro_batch_size):
             v = self._values(mb)
-            out[idx, : v.shape[1]] = v.to(out.dtype)
+            out[idx, : v.shape[1]] = v.to(device=out.device, dtype=out.dtype)
         return out * batch.mask
 
     def targets(self, rewards: Tensor, batch: Batch) -> Tensor:
@@ -90,6 +92,7 @@ class Critic:
         (summing over micro-batches gives the minibatch loss). Also the ``aux`` term of the policy loss
         under ``share_backbone``."""
         assert mb.values is not None and mb.returns is not None, "values and returns must be computed first"
+        mb = mb.to(module_device(self.model))  # the batch meets the critic on its device
         v = self._values(mb, backbone_grad)
         loss, m = value_loss(v, mb.values, mb.returns, mb.mask, clip=self.value_clip, agg="token-mean",
                              num_seqs=num_seqs, num_tokens=num_tokens)
@@ -157,7 +160,7 @@ def build_critic(policy: nn.Module, cfg: Config) -> Critic | None:
     if a.advantage != "gae":
         return None
     if c.path:
-        model = load_scalar_model(c.path, dtype=cfg.model.dtype)
+        model = load_scalar_model(c.path, dtype=cfg.model.dtype, device=module_device(policy))  # beside it
         _check_vocab(model, policy, c.path)
     elif c.share_backbone:
         model = scalar_model_from_policy(policy, share=True, seed=derive_seed(cfg.seed, "critic"))

@@ -38,6 +38,7 @@ from torch import Tensor
 from llmrl.algos import gae, token_rewards, value_loss
 from llmrl.core.errors import ConfigError
 from llmrl.core.seed import derive_seed, seed_everything
+from llmrl.models.device import module_device
 from llmrl.models.value_head import HEAD_WEIGHTS, ScalarHeadModel, scalar_model_from_policy
 from llmrl.tasks.preference import PreferencePair, read_preference_pairs
 from llmrl.train.optim import build_optimizer
@@ -67,7 +68,10 @@ def pair_labels(batch: PairBatch, pairs: list[PreferencePair], reward_model: str
 
 def gvm_loss(model: ScalarHeadModel, ids: Tensor, mask: Tensor, labels: Tensor, gamma: float, lam: float,
              num_tokens: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """The DVPO value loss of rows ``ids`` [b, L] / ``mask`` [b, L-1] with sequence ``labels`` [b]."""
+    """The DVPO value loss of rows ``ids`` [b, L] / ``mask`` [b, L-1] with sequence ``labels`` [b] (computed on
+    the model's device)."""
+    dev = module_device(model)
+    ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
     values = model(ids)[:, :-1]  # [b, L-1]; right padding: causal attention is exact for the real tokens
     rewards = token_rewards(labels, mask)  # [b, L-1]: the label on the last response token
     _, returns = gae(rewards, values.detach(), mask, gamma, lam)
@@ -76,13 +80,13 @@ def gvm_loss(model: ScalarHeadModel, ids: Tensor, mask: Tensor, labels: Tensor, 
 
 @torch.no_grad()
 def last_values(model: ScalarHeadModel, batch: PairBatch, micro_batch_size: int = 0) -> Tensor:
-    """V at the last response position of every row.  -> [2B]"""
+    """V at the last response position of every row.  -> [2B] (on the CPU)"""
     n = batch.input_ids.shape[0]
     size = micro_batch_size or n
     out = []
     for s in range(0, n, size):
         ids, mask = batch.rows(slice(s, min(s + size, n)))
-        v = model(ids)[:, :-1]
+        v = model(ids.to(module_device(model)))[:, :-1].cpu()
         pos = torch.arange(mask.shape[1]).expand_as(mask)
         last = torch.where(mask > 0, pos, 0).amax(-1)  # [b]
         out.append(v.gather(1, last[:, None]).squeeze(1))

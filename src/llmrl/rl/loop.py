@@ -17,6 +17,7 @@ from llmrl.core.types import Batch
 from llmrl.rl.baselines import build_baseline
 from llmrl.rl.critic import build_critic
 from llmrl.rl.rewarding import SequenceRewards
+from llmrl.rollout.base import sync_weights
 from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import DataStream
 from llmrl.train.guard import BadSteps, Checkpoints, eval_due, open_log, resume_state
@@ -141,6 +142,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
                 for k, v in upd.items():  # metrics of the step's optimizer updates, averaged
                     upd_sum[k] = upd_sum.get(k, 0.0) + v / (a.epochs * a.minibatches)
                 bad(ok, step, upd)  # skipped: warns; TrainingAborted after optim.max_bad_steps in a row
+        if step > warm:
+            sync_weights(run.generator, run.model)  # backends with their own copy of the weights (vllm)
         # 5. log, evaluate, checkpoint
         t_end = time.time()
         rec = log.log(step, {**ro.metrics, **score_metrics, **upd_sum, **mismatch, "kl_coef": beta,

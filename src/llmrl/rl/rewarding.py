@@ -60,7 +60,7 @@ class SequenceRewards:
         self.penalty = dict(a.length_penalty or {})
         self.stats = RunningStats()
         self.refs: dict[str, list[float]] = {}
-        self.rm: Any = _reward_model(a.reward_model, run.tokenizer, cfg) if a.reward_model else None
+        self.rm: Any = _reward_model(a.reward_model, run.tokenizer, cfg, run.model) if a.reward_model else None
         self.active = self.rm is not None or bool(self.penalty) or self.shaping is not None
         self.ref_policy: tuple[Any, Callable[[], AbstractContextManager[Any]]] | None = None
         if self.shaping in REFERENCE_SHAPERS:  # freeze the initial policy now, before any update or resume
@@ -124,13 +124,16 @@ class SequenceRewards:
         self.refs = {k: [float(x) for x in v] for k, v in state["refs"].items()}
 
 
-def _reward_model(path: str, policy_tokenizer: Any, cfg: Config) -> Any:
+def _reward_model(path: str, policy_tokenizer: Any, cfg: Config, policy: torch.nn.Module) -> Any:
+    """The reward model of ``algo.reward_model``, on the policy's device."""
+    from llmrl.models.device import module_device
     from llmrl.rewards.reward_model import reward_model_reward
 
     if cfg.rollout.env is not None:
         raise ConfigError("algo.reward_model: scores single-turn completions; it cannot be used with rollout.env")
     own_tokenizer = any((Path(path) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json"))
-    return reward_model_reward(path, None if own_tokenizer else policy_tokenizer, dtype=cfg.model.dtype)
+    return reward_model_reward(path, None if own_tokenizer else policy_tokenizer, dtype=cfg.model.dtype,
+                               device=module_device(policy))
 
 
 def _initial_policy_generator(run: RunParts, cfg: Config) -> tuple[Any, Callable[[], AbstractContextManager[Any]]]:
@@ -138,8 +141,9 @@ def _initial_policy_generator(run: RunParts, cfg: Config) -> tuple[Any, Callable
     is one, else a frozen copy (under LoRA: the policy with its adapters disabled)."""
     from llmrl.train.build import build_generator, reference_policy
 
+    m = cfg.model
     model, context = ((run.ref, run.ref_context) if run.ref is not None
-                      else reference_policy(run.model, cfg.model.lora.enabled))
+                      else reference_policy(run.model, m.lora.enabled, device=m.reference_device))
     return build_generator(model, run.tokenizer, cfg.rollout.backend), context
 
 

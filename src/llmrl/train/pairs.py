@@ -126,7 +126,8 @@ def completion_logps(model: torch.nn.Module, batch: PairBatch, *, micro_batch_si
     Chosen = ``[:B]``, rejected = ``[B:]``. Gradients flow when called with grad enabled; micro-batching
     (``micro_batch_size`` rows per forward, 0 = all) bounds activation memory for scoring under
     ``torch.no_grad()`` — for training, accumulate gradients over :meth:`PairBatch.select` sub-batches.
-    Uses :func:`llmrl.train.update.policy_logprobs` (logits only from the first completion position).
+    Uses :func:`llmrl.train.update.policy_logprobs` (logits only from the first completion position); the
+    result is on the model's device.
     """
     n = batch.input_ids.shape[0]
     size = micro_batch_size if micro_batch_size > 0 else n
@@ -136,11 +137,11 @@ def completion_logps(model: torch.nn.Module, batch: PairBatch, *, micro_batch_si
         b = ids.shape[0]
         view = Batch(input_ids=ids, attention_mask=torch.ones_like(ids), mask=mask, old_logprobs=torch.zeros_like(mask),
                      scores=torch.zeros(b), group_ids=torch.zeros(b, dtype=torch.long))
-        lp, _ = policy_logprobs(model, view)  # [b, l-1]
-        outs.append(torch.where(mask > 0, lp, 0.0).sum(-1))
+        lp, _ = policy_logprobs(model, view)  # [b, l-1], on the model's device
+        outs.append(torch.where(mask.to(lp.device) > 0, lp, 0.0).sum(-1))
     out = torch.cat(outs)
     if average:
-        out = out / batch.completion_lengths.clamp(min=1).to(out.dtype)
+        out = out / batch.completion_lengths.clamp(min=1).to(out.device, out.dtype)
     return out
 
 

@@ -12,6 +12,7 @@ from llmrl.algos import aggregate
 from llmrl.core.progress import progress_bar
 from llmrl.core.seed import derive_seed
 from llmrl.core.types import Batch, Episode, Sample
+from llmrl.models.device import module_device
 from llmrl.models.loading import encode_prompt, render_prompt
 from llmrl.rewards.base import safe_check
 from llmrl.rollout.base import Generator, SamplingParams
@@ -46,7 +47,8 @@ def sft_episodes(tokenizer: Any, examples: list[tuple[Sample, str]], chat_templa
 
 
 def sft_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean negative log-likelihood over completion tokens."""
+    """Mean negative log-likelihood over completion tokens (on the model's device)."""
+    batch = batch.to(module_device(model))
     lp, _ = policy_logprobs(model, batch)
     return aggregate(-lp, batch.mask, "token-mean")
 

@@ -14,19 +14,22 @@ from torch import Tensor
 from llmrl.algos import POLICY_LOSSES, aggregate, kl_estimate
 from llmrl.core.ops import entropy_from_logits, masked_mean, token_logprobs
 from llmrl.core.types import Batch
+from llmrl.models.device import module_device
 
 
 def policy_logprobs(model: torch.nn.Module, batch: Batch, temperature: float = 1.0, with_entropy: bool = False,
                     ) -> tuple[Tensor, Tensor | None]:
     """Per-token log-probs (and optionally entropies) of the batch's targets under ``model``.  -> [B, L-1]
+    on the model's device, in the batch's float dtype (float32) whatever the model's dtype: the logits are
+    upcast to float32 before the log-softmax (:func:`~llmrl.core.ops.token_logprobs`).
 
     Logits are computed only from the first position any row trains on (prompt positions before it are
     never scored), so a large vocabulary costs [B, completion, V] rather than [B, L, V]; the last token is
     not fed (it predicts nothing). Rows are right-padded (``Batch.collate``), so causal attention alone is
     exact for every real token and no padding mask is needed. Positions before that start are returned as 0
-    (their mask is 0).
+    (their mask is 0). The token ids are moved to the model's device (a no-op on the CPU).
     """
-    ids, L = batch.input_ids, batch.input_ids.shape[1]
+    ids, L = batch.input_ids.to(module_device(model)), batch.input_ids.shape[1]
     start = int((batch.mask.cumsum(-1) == 0).sum(-1).min())  # first trained target position of any row
     lp = ids.new_zeros(batch.mask.shape, dtype=batch.mask.dtype)
     if start >= L - 1:  # nothing to score (logits_to_keep=0 would mean "all positions")
@@ -54,12 +57,13 @@ def micro_batches(batch: Batch, size: int) -> Iterator[tuple[slice, Batch]]:
 @torch.no_grad()
 def sequence_logprobs(model: torch.nn.Module, batch: Batch, temperature: float, micro_batch_size: int = 0,
                       context: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Tensor:
-    """Log-probs of the batch's tokens under ``model`` (no grad).  -> [B, L-1]"""
+    """Log-probs of the batch's tokens under ``model`` (no grad).  -> [B, L-1], on the batch's device (computed
+    on the model's)."""
     out = torch.zeros_like(batch.old_logprobs)
     with context():
         for idx, mb in micro_batches(batch, micro_batch_size):
             lp, _ = policy_logprobs(model, mb, temperature)
-            out[idx, : lp.shape[1]] = lp
+            out[idx, : lp.shape[1]] = lp.to(out.device)
     return out
 
 
@@ -89,7 +93,9 @@ class LossSpec:
 def minibatch_loss(model: torch.nn.Module, mb: Batch, spec: LossSpec, num_seqs: float,
                    num_tokens: float) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one micro-batch, normalised by the whole minibatch's counts, so that summing the
-    micro-batch losses gives exactly the minibatch loss."""
+    micro-batch losses gives exactly the minibatch loss. Computed on the model's device (the micro-batch is
+    moved there: advantages, old / reference log-probs, masks), in float32."""
+    mb = mb.to(module_device(model))
     lp, ent = policy_logprobs(model, mb, spec.temperature, with_entropy=bool(spec.entropy_coef))  # [b, L-1]
     mask, ref_lp = mb.mask, mb.ref_logprobs
     assert mb.advantages is not None, "advantages must be computed before the update"
@@ -130,7 +136,7 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
             optimizer.zero_grad(set_to_none=True)
             return False, {"loss": float("nan")}
         loss.backward()
-        total += loss.detach()
+        total += loss.detach().to(total.device)
         w = micro.size / num_seqs
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + w * float(v)
