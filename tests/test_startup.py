@@ -53,7 +53,7 @@ def test_light_modules_do_not_import_torch():
                   "from llmrl.rewards import kk_reward, SHAPERS\n"  # lazy re-exports still resolve
                   "print('torch' in sys.modules)\n")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["['hf', 'kvcache'] 7 False", "True"]
+    assert out.stdout.splitlines() == ["['hf', 'kvcache', 'vllm'] 7 False", "True"]
 
 
 TASK_MODULES = ("arithmetic", "code_repair", "countdown", "hackable", "json_schema", "knights_knaves", "math_task",
