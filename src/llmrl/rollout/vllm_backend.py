@@ -52,7 +52,7 @@ def require_vllm() -> None:
     warnings and above unless ``VLLM_LOGGING_LEVEL`` says otherwise (its INFO lines would
     flood a run's log)."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    # not a bare `import vllm`: a directory named vllm on sys.path (tests/vllm) imports as a namespace package
+    # not a bare `import vllm`: a directory named vllm on sys.path would import as a namespace package
     try:
         from vllm import LLM  # noqa: F401
     except ImportError as exc:

@@ -6,7 +6,7 @@ import pytest
 
 from llmrl.core.errors import ConfigError
 
-try:  # `from vllm import LLM`: a bare `import vllm` could find tests/vllm as a namespace package
+try:  # `from vllm import LLM`: a bare `import vllm` could find a directory named vllm as a namespace package
     from vllm import LLM  # noqa: F401
 
     HAVE_VLLM = True
