@@ -39,6 +39,7 @@ COMMANDS = [
     "reward countdown --help",
     "train --help",
     "config recipes/countdown_grpo.yaml",
+    "config recipes/dpo.yaml",
     "quickstart --print-config",
 ]
 HEAVY = ("torch", "transformers", "numpy")

@@ -1,8 +1,10 @@
 """The ``llmrl`` command starts fast: the commands that do not train import neither torch (nor transformers,
 numpy) nor the parts of llmrl they have no use for (start-up times: benchmarks/startup.py)."""
 
+import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +61,9 @@ def test_light_modules_do_not_import_torch():
 TASK_MODULES = ("arithmetic", "code_repair", "countdown", "hackable", "json_schema", "knights_knaves", "math_task",
                 "molecule", "objective", "translation")
 PARSER_ONLY = (*HEAVY, "yaml", "tqdm", "llmrl.tasks", "llmrl.config", "llmrl.train")
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ALGOS_UNLOADED = (*HEAVY, "tqdm", "llmrl.algos.advantages", "llmrl.algos.losses", "llmrl.algos.preference",
+                  "llmrl.rewards.shaping", "llmrl.models", "llmrl.rollout.sampler")
 NOT_IMPORTED = {  # command -> modules it must not import
     "--help": PARSER_ONLY,
     "train --help": PARSER_ONLY,
@@ -68,6 +73,9 @@ NOT_IMPORTED = {  # command -> modules it must not import
                                      *(f"llmrl.tasks.{m}" for m in TASK_MODULES if m != "countdown")),
     "config": (*HEAVY, "tqdm", "llmrl.tasks", "llmrl.algos", "llmrl.models", "llmrl.rollout"),
     "config trainer=dpo": (*HEAVY, "tqdm", "llmrl.tasks", "llmrl.algos", "llmrl.models", "llmrl.rollout"),
+    # a recipe's algorithm names and options are checked against the registries' declarations (no torch)
+    **{f"config {RECIPES}/{name}.yaml": ALGOS_UNLOADED for name in ("logic_rl", "par_ppo", "dvpo", "dpo", "mpo")},
+    "quickstart --print-config": ALGOS_UNLOADED,
 }
 
 
@@ -110,3 +118,51 @@ def test_lazy_entry_is_taken_over_by_its_modules_own_registration():
         reg.register("loads")(json.dumps)  # another callable under a lazy entry's name
     with pytest.raises(ValueError, match="already registered"):
         reg.register("dumps")(json.dumps)  # a second registration of a loaded entry
+
+
+DECLARED = [("llmrl.algos.advantages", "ADVANTAGES"), ("llmrl.algos.losses", "POLICY_LOSSES"),
+            ("llmrl.algos.preference", "PREFERENCE_LOSSES"), ("llmrl.rewards.shaping", "SHAPERS")]
+
+
+@pytest.mark.parametrize(("module", "var"), DECLARED)
+def test_declared_registry_is_the_live_one(module, var):
+    """Config validation reads these registries from source (core.registry.declared): the names, parameter names
+    and kinds, docs and kind must be exactly what importing the module registers."""
+    import importlib
+
+    from llmrl.core.registry import _declared
+
+    static, live = _declared(module, var), getattr(importlib.import_module(module), var)
+    assert static.names() == live.names() and static.kind == live.kind
+    for name in live.names():
+        want = [(p.name, p.kind) for p in inspect.signature(live.get(name)).parameters.values()]
+        assert [(p.name, p.kind) for p in inspect.signature(static.get(name)).parameters.values()] == want, name
+        assert static.doc(name) == live.doc(name)
+        with pytest.raises(TypeError, match="declaration read from source"):
+            static.get(name)()
+
+
+def test_lazy_gae_entry_doc_is_its_docstring():
+    out = _python("import sys\nfrom llmrl.algos.advantages import ADVANTAGES\n"
+                  "lazy = ADVANTAGES.doc('gae'); print('llmrl.algos.value' in sys.modules)\n"
+                  "print(lazy == ADVANTAGES.get('gae').__doc__.strip().splitlines()[0])\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["False", "True"]
+
+
+def test_declared_gives_the_live_registry_once_imported():
+    from llmrl.algos.losses import POLICY_LOSSES
+    from llmrl.core.registry import declared
+    from llmrl.rewards.shaping import RESERVED
+    from llmrl.rl.config import SHAPER_RESERVED
+
+    assert declared("llmrl.algos.losses", "POLICY_LOSSES") is POLICY_LOSSES  # a user's own losses count too
+    assert SHAPER_RESERVED == RESERVED
+
+
+def test_algos_package_exports_resolve_lazily():
+    out = _python("import sys, llmrl.algos as a\n"
+                  "print('torch' in sys.modules)\n"
+                  "print(all(getattr(a, n) is not None for n in a.__all__), a.ADVANTAGES.get('gae').__name__)\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["False", "True gae_advantages"]

@@ -211,3 +211,10 @@ class RunningMean:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.momentum = float(state["momentum"])
         self.mean = None if state["mean"] is None else torch.as_tensor(state["mean"]).clone()
+
+
+# GAE needs a critic's values; it lives with the value loss and registers itself when that module is imported
+# (this lazy entry imports it on the first ADVANTAGES.get("gae")).
+ADVANTAGES.register_lazy("gae", "llmrl.algos.value:gae_advantages",
+                        doc="GAE with a critic: ``baseline`` is the critic's values [B, T] (V(s_t) per position, "
+                            "see :func:`gae`).")

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from llmrl.algos.pair_options import check_beta, check_lam, check_smoothing
 from llmrl.core.registry import Registry, check_options, closest
 
 PairLossFn = Callable[..., tuple[Tensor, dict[str, Tensor]]]
@@ -76,11 +77,6 @@ def _metrics(chosen_rewards: Tensor, rejected_rewards: Tensor) -> dict[str, Tens
             "rewards/accuracies": (c > r).to(c.dtype).mean()}
 
 
-def _smoothing(eps: float, name: str, upper: float = 1.0) -> None:
-    if not 0.0 <= eps < upper:
-        raise ValueError(f"preference loss {name!r}: label_smoothing must be in [0, {upper}), got {eps}")
-
-
 def _smoothed_sigmoid(logits: Tensor, eps: float) -> Tensor:
     """−(1−ε)·log σ(x) − ε·log σ(−x)."""
     loss = -F.logsigmoid(logits)
@@ -91,7 +87,7 @@ def _smoothed_sigmoid(logits: Tensor, eps: float) -> Tensor:
 def sigmoid(pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, *, beta: float,
             label_smoothing: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
     """DPO; with ``label_smoothing`` ε > 0, conservative DPO (cDPO)."""
-    _smoothing(label_smoothing, "sigmoid")
+    check_smoothing(label_smoothing, "sigmoid")
     cw, cl = _logratios(pc, pr, rc, rr, "sigmoid")
     return _smoothed_sigmoid(beta * (cw - cl), label_smoothing), _metrics(beta * cw, beta * cl)
 
@@ -116,7 +112,7 @@ def hinge(pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, *,
 def robust(pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, *, beta: float,
            label_smoothing: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
     """Unbiased DPO under a known label-flip rate ε (Chowdhury et al. 2024)."""
-    _smoothing(label_smoothing, "robust", 0.5)
+    check_smoothing(label_smoothing, "robust")
     cw, cl = _logratios(pc, pr, rc, rr, "robust")
     x, eps = beta * (cw - cl), label_smoothing
     loss = (-(1.0 - eps) * F.logsigmoid(x) + eps * F.logsigmoid(-x)) / (1.0 - 2.0 * eps)
@@ -128,7 +124,7 @@ def simpo(pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, *, beta:
           gamma_beta_ratio: float = 0.5, gamma: float | None = None,
           label_smoothing: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
     """SimPO: reference-free; ``pc``/``pr`` must be length-AVERAGED log-probs; margin γ."""
-    _smoothing(label_smoothing, "simpo")
+    check_smoothing(label_smoothing, "simpo")
     margin = gamma if gamma is not None else gamma_beta_ratio * beta
     return _smoothed_sigmoid(beta * (pc - pr) - margin, label_smoothing), _metrics(beta * pc, beta * pr)
 
@@ -137,8 +133,7 @@ def simpo(pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, *, beta:
 def dpop(pc: Tensor, pr: Tensor, rc: Tensor | None, rr: Tensor | None, *, beta: float,
          lam: float = 10.0) -> tuple[Tensor, dict[str, Tensor]]:
     """DPO-Positive: −log σ(β(Δ − λ·max(0, ref_w − π_w)))."""
-    if lam < 0:
-        raise ValueError(f"preference loss 'dpop': lam must be >= 0, got {lam}")
+    check_lam(lam)
     cw, cl = _logratios(pc, pr, rc, rr, "dpop")
     penalty = torch.clamp(-cw, min=0.0)  # max(0, ref_w − π_w)
     metrics = _metrics(beta * cw, beta * cl)
@@ -156,8 +151,7 @@ def preference_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, 
     keyword options (``label_smoothing``, ``gamma_beta_ratio``, ``gamma``, ``lam``); an unknown one is a
     ValueError. Returns ``(losses [B], metrics)``; reduce the losses with ``.mean()``.
     """
-    if not beta > 0:
-        raise ValueError(f"preference loss: beta must be > 0, got {beta}")
+    check_beta(beta)
     if loss_type not in PREFERENCE_LOSSES:
         raise ValueError(f"unknown preference loss {loss_type!r}; {closest(loss_type, PREFERENCE_LOSSES.names())}")
     fn = PREFERENCE_LOSSES.get(loss_type)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
+import functools
 import importlib
+import importlib.util
 import inspect
+import sys
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -119,3 +124,83 @@ def check_options(fn: Callable[..., Any], options: Mapping[str, Any], where: str
             raise ValueError(f"{where}: {key!r} is passed by the trainer and cannot be set as an option")
         if allowed is not None and key not in allowed:
             raise ValueError(f"{where}: unknown option {key!r} for {fn.__name__}; {closest(key, allowed or [])}")
+
+
+class _Declared:
+    """A registered function as its source declares it (name, signature, first doc line), not imported."""
+
+    def __init__(self, name: str, signature: inspect.Signature, doc: str) -> None:
+        self.__name__ = self.__qualname__ = name
+        self.__signature__ = signature
+        self.__doc__ = doc
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.__name__} is a declaration read from source; import its module to call it")
+
+
+def _signature(fn: ast.FunctionDef) -> inspect.Signature:
+    a, P = fn.args, inspect.Parameter
+    params = [P(x.arg, P.POSITIONAL_ONLY) for x in a.posonlyargs]
+    params += [P(x.arg, P.POSITIONAL_OR_KEYWORD) for x in a.args]
+    params += [P(a.vararg.arg, P.VAR_POSITIONAL)] if a.vararg else []
+    params += [P(x.arg, P.KEYWORD_ONLY) for x in a.kwonlyargs]
+    params += [P(a.kwarg.arg, P.VAR_KEYWORD)] if a.kwarg else []
+    return inspect.Signature(params)
+
+
+def declared(module: str, var: str) -> Registry[Any]:
+    """The registry ``module.var`` without importing ``module`` (and its torch) when it is not imported yet.
+
+    An imported module gives its live registry (with whatever a user's code registered in it since). Otherwise
+    the module's source is read: every function decorated ``@var.register("name")`` becomes an entry whose
+    signature (parameter names and kinds, for :func:`check_options`) and docstring are the source's, and which
+    cannot be called. That is exactly the live registry's content until the module is imported (a test keeps
+    the two equal), so config validation can check names and options in a command that never trains."""
+    if module in sys.modules:
+        return getattr(sys.modules[module], var)
+    return _declared(module, var)
+
+
+@functools.cache
+def _source(module: str) -> ast.Module:
+    spec = importlib.util.find_spec(module)  # imports the parent packages (light: their exports are lazy)
+    if spec is None or not spec.origin:
+        raise ImportError(f"no module named {module!r}")
+    return ast.parse(Path(spec.origin).read_text(encoding="utf-8"), spec.origin)
+
+
+def _function(module: str, name: str) -> _Declared:
+    for node in _source(module).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return _Declared(name, _signature(node), ast.get_docstring(node) or "")
+    raise ImportError(f"{module} defines no function {name!r}")
+
+
+@functools.cache
+def _declared(module: str, var: str) -> Registry[Any]:
+    tree = _source(module)
+    reg: Registry[Any] = Registry(var)
+    for node in tree.body:  # VAR.register_lazy("name", "module:function", ...): that module's declaration
+        call = node.value if isinstance(node, ast.Expr) else None
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "register_lazy"
+                and isinstance(call.func.value, ast.Name) and call.func.value.id == var and len(call.args) >= 2
+                and all(isinstance(a, ast.Constant) for a in call.args[:2])):
+            target_module, _, attr = str(call.args[1].value).partition(":")
+            reg.register(str(call.args[0].value))(_function(target_module, attr))
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for deco in node.decorator_list:
+            if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "register"
+                    and isinstance(deco.func.value, ast.Name) and deco.func.value.id == var
+                    and deco.args and isinstance(deco.args[0], ast.Constant)):
+                reg.register(str(deco.args[0].value))(_Declared(node.name, _signature(node),
+                                                                 ast.get_docstring(node) or ""))
+    for node in tree.body:  # the registry's own kind: VAR = Registry("advantage estimator")
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) else None)
+        value = getattr(node, "value", None)
+        if (isinstance(target, ast.Name) and target.id == var and isinstance(value, ast.Call)
+                and value.args and isinstance(value.args[0], ast.Constant)):
+            reg.kind = str(value.args[0].value)
+    return reg

@@ -146,18 +146,18 @@ class PrefConfig:
                                 "(reused on resume when the data and model settings match)", True)
 
     def validate(self) -> None:
-        import torch
-
-        from llmrl.algos import PREFERENCE_LOSSES, preference_loss
+        from llmrl.algos.pair_options import check_pair_options
+        from llmrl.core.registry import check_options, declared
 
         need = requirement("pref")
-
-        need(self.loss_type in PREFERENCE_LOSSES, "loss_type",
-             f"unknown preference loss {self.loss_type!r}; valid: {PREFERENCE_LOSSES.names()}")
+        losses = declared("llmrl.algos.preference", "PREFERENCE_LOSSES")  # names and signatures, no torch
+        need(self.loss_type in losses, "loss_type",
+             f"unknown preference loss {self.loss_type!r}; valid: {losses.names()}")
         try:  # unknown or out-of-range options fail here, not mid-run
-            z = torch.zeros(1)
-            preference_loss(z, z, z, z, loss_type=self.loss_type, beta=self.beta, **self.loss_options)
-        except (TypeError, ValueError) as exc:
+            check_options(losses.get(self.loss_type), self.loss_options, f"preference loss {self.loss_type!r}",
+                          reserved=("beta",))
+            check_pair_options(self.loss_type, self.beta, self.loss_options)
+        except ValueError as exc:
             raise ConfigError(f"pref.loss_options: {exc}") from None
         need(1 <= self.max_prompt_length < self.max_length, "max_prompt_length", "must be in [1, max_length)")
 

@@ -10,6 +10,10 @@ from typing import Any, Literal, Self
 from llmrl.core.config import ConfigError, doc, requirement
 from llmrl.train.config import EvalConfig, OptimConfig, RootBase, SFTConfig, shared, trainer_field
 
+SHAPER_RESERVED = ("ref_rewards", "stats")
+"""The keywords every reward shaper gets from the loop (:data:`llmrl.rewards.shaping.RESERVED`; a test keeps
+them equal), not settable in ``algo.shaping_options``."""
+
 
 @dataclass
 class RolloutCorrectionConfig:
@@ -78,12 +82,13 @@ class AlgoConfig:
     def validate(self) -> None:
         """Registered names and their options (estimator, loss, shaper) and the cross-field checks of the reward
         pipeline (length penalty, adaptive KL, remax)."""
-        from llmrl.algos import ADVANTAGES, POLICY_LOSSES
-        from llmrl.core.registry import check_options
-        from llmrl.rewards.shaping import RESERVED, SHAPERS
+        from llmrl.core.registry import check_options, declared
 
         need = requirement("algo")
-
+        # names and signatures read without importing torch (declared: the live registries once imported)
+        ADVANTAGES = declared("llmrl.algos.advantages", "ADVANTAGES")
+        POLICY_LOSSES = declared("llmrl.algos.losses", "POLICY_LOSSES")
+        SHAPERS = declared("llmrl.rewards.shaping", "SHAPERS")
         adv = ADVANTAGES.get(self.advantage) if self.advantage in ADVANTAGES else None
         need(adv is not None, "advantage", f"unknown estimator {self.advantage!r}; valid: {ADVANTAGES.names()}")
         loss = POLICY_LOSSES.get(self.loss) if self.loss in POLICY_LOSSES else None
@@ -94,7 +99,7 @@ class AlgoConfig:
             need(self.shaping in SHAPERS, "shaping", f"unknown shaper {self.shaping!r}; valid: {SHAPERS.names()}")
             try:
                 check_options(SHAPERS.get(self.shaping), self.shaping_options, "algo.shaping_options",
-                              reserved=RESERVED)
+                              reserved=SHAPER_RESERVED)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         need(not self.shaping_options or self.shaping is not None, "shaping_options", "set algo.shaping too")
