@@ -274,3 +274,18 @@ def test_rl_quickstart_short_with_vllm_matches_kvcache(tmp_path):
     # the same SFT model (same seed): its greedy evaluation is backend-independent
     assert s_vllm["accuracy_before"] == pytest.approx(s_kv["accuracy_before"], abs=1 / 64)
     assert abs(r_vllm - r_kv) < 0.05  # 8 steps x 256 samples: sampling noise only
+
+
+RL_LEARN = ["steps=20", "progress=false", "task.test_size=100", "eval.every=0", "eval.samples=1", "eval.pass_k=[1]",
+            "save_minutes=0", "rollout.backend=vllm"]
+
+
+def test_rl_with_vllm_learns_the_quickstart_task(tmp_path):
+    """The quickstart (its full SFT warm start, 20 of its 80 RL steps) generating with vLLM: held-out greedy accuracy
+    rises as with the default backend (kvcache, seed 0: 0.71 -> 0.96 at step 20)."""
+    from llmrl.cli.quickstart import quickstart_config
+    from llmrl.trainers import run_trainer
+
+    s = run_trainer(quickstart_config(str(tmp_path / "run"), 0, RL_LEARN))
+    print(f"vllm backend, 20 RL steps: held-out greedy accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}")
+    assert s["accuracy_after"] >= s["accuracy_before"] + 0.10
