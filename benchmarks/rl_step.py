@@ -152,8 +152,11 @@ def run_llmrl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new
     return summarize(rows, PROMPTS * SAMPLES * max_new)  # every episode was checked to have max_new tokens
 
 
-def run_trl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new: int, threads: int) -> dict[str, Any]:
-    """Time GRPOTrainer on the same model, prompts and settings (runs in a spawned child process)."""
+def run_trl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new: int, threads: int,
+            lean: bool = False) -> dict[str, Any]:
+    """Time GRPOTrainer on the same model, prompts and settings (runs in a spawned child process). ``lean``
+    (benchmarks/memory.py): TRL's memory settings instead, gradient checkpointing and 8 completions per
+    forward/backward x 8 accumulation steps (one generation batch of 64 per optimizer step)."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -187,12 +190,13 @@ def run_trl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new: 
 
     with tempfile.TemporaryDirectory() as out:
         cfg = GRPOConfig(
-            output_dir=out, per_device_train_batch_size=PROMPTS * SAMPLES, num_generations=SAMPLES,
-            gradient_accumulation_steps=1, num_iterations=1, max_steps=len(schedule),
+            output_dir=out, per_device_train_batch_size=SAMPLES if lean else PROMPTS * SAMPLES,
+            num_generations=SAMPLES, gradient_accumulation_steps=PROMPTS if lean else 1, num_iterations=1,
+            max_steps=len(schedule),
             max_completion_length=max_new, generation_kwargs={"min_new_tokens": max_new},
             temperature=TEMPERATURE, beta=BETA, loss_type="dapo", epsilon=0.2, scale_rewards="group",
             learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=CLIP,
-            use_cpu=True, use_vllm=False, bf16=False, fp16=False, gradient_checkpointing=False,
+            use_cpu=True, use_vllm=False, bf16=False, fp16=False, gradient_checkpointing=lean,
             shuffle_dataset=False, seed=SEED,
             logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, log_completions=False,
             dataloader_num_workers=0,

@@ -249,7 +249,7 @@ def test_gradient_checkpointing_run_matches_and_reaches_the_critic(tmp_path):
     assert [r["step"] for r in ck] == [r["step"] for r in base]
     for a, b in zip(base, ck):
         for k, v in a.items():
-            if isinstance(v, float):
+            if isinstance(v, float) and not k.startswith("memory/"):  # the plan's estimate counts checkpointing
                 assert b[k] == pytest.approx(v, abs=1e-5), k
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 
 def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -66,3 +70,111 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
         logits = logits / temperature
     logp = F.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def chunked_token_logprobs(hidden: Tensor, targets: Tensor, head: Callable[[Tensor], Tensor],
+                           temperature: float = 1.0, chunk: int = 512, with_entropy: bool = False,
+                           ) -> tuple[Tensor, Tensor | None]:
+    """:func:`token_logprobs` (and :func:`entropy_from_logits`) of ``head(hidden)`` without ever holding the
+    logits of more than ``chunk`` tokens.  hidden [N, H], targets [N] -> log-probs [N] (entropies [N] or None).
+
+    Per chunk of ``chunk`` rows: logits = ``head(rows)`` [chunk, V], then the same two functions as the full
+    path (so the values are those of the full path, row for row). With gradients enabled each chunk runs
+    under non-reentrant :func:`torch.utils.checkpoint.checkpoint`: its logits are freed after the forward and
+    recomputed in the backward (one more ``head`` matmul per chunk), so at most one chunk's [chunk, V]
+    tensors are alive at any time, in the forward and in the backward."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+
+    def piece(h: Tensor, t: Tensor) -> tuple[Tensor, ...]:
+        logits = head(h)  # [n, V]
+        lp = token_logprobs(logits, t, temperature)
+        return (lp, entropy_from_logits(logits, temperature)) if with_entropy else (lp,)
+
+    grad = torch.is_grad_enabled()
+    outs = [checkpoint(piece, hidden[i : i + chunk], targets[i : i + chunk], use_reentrant=False) if grad
+            else piece(hidden[i : i + chunk], targets[i : i + chunk]) for i in range(0, hidden.shape[0], chunk)]
+    if not outs:  # no rows: empty results of the head's output dtype (float32 for half-precision)
+        dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        empty = hidden.new_zeros(0, dtype=dtype)
+        return empty, (empty if with_entropy else None)
+    lp = torch.cat([o[0] for o in outs])
+    return lp, (torch.cat([o[1] for o in outs]) if with_entropy else None)
+
+
+def _linear_logits(h: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
+    """The float32 (float64) logits / T of one chunk, by the same ops as :func:`token_logprobs` on a linear head."""
+    z = F.linear(h, weight, bias)
+    z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+    return z / temperature if temperature != 1.0 else z
+
+
+class _LinearLogprobs(torch.autograd.Function):
+    """Log-probs (and entropies) of a linear LM head, a chunk at a time, with a hand-written backward: per chunk
+    it recomputes the chunk's logits (one matmul) and forms d(loss)/d(logits) from the saved log-sum-exps, then
+    accumulates the hidden-state and weight gradients (``addmm_`` into one buffer)."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
+                temperature: float, chunk: int, with_entropy: bool) -> tuple[Tensor, Tensor]:
+        lps, lses, ents = [], [], []
+        for i in range(0, hidden.shape[0], chunk):
+            z = _linear_logits(hidden[i : i + chunk], weight, bias, temperature)  # [n, V]
+            lse = torch.logsumexp(z, dim=-1)
+            lps.append(torch.gather(z, -1, targets[i : i + chunk, None])[:, 0] - lse)
+            lses.append(lse)
+            if with_entropy:
+                logp = F.log_softmax(z, dim=-1)
+                ents.append(-(logp.exp() * logp).sum(-1))
+        lp, lse = torch.cat(lps), torch.cat(lses)
+        ent = torch.cat(ents) if with_entropy else torch.zeros_like(lp)
+        ctx.save_for_backward(hidden, weight, bias, targets, lse, ent)
+        ctx.temperature, ctx.chunk, ctx.with_entropy = temperature, chunk, with_entropy
+        return lp, ent
+
+    @staticmethod
+    def backward(ctx: Any, g_lp: Tensor, g_ent: Tensor) -> tuple[Tensor | None, ...]:
+        hidden, weight, bias, targets, lse, ent = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        half = weight.dtype in (torch.float16, torch.bfloat16)  # accumulate the chunks' weight gradients in float32
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32 if half else weight.dtype,
+                             device=weight.device) if need_w else None
+        grad_b = torch.zeros_like(bias) if need_b and bias is not None else None
+        for i in range(0, hidden.shape[0], ctx.chunk):
+            h, s = hidden[i : i + ctx.chunk], slice(i, i + ctx.chunk)
+            logp = _linear_logits(h, weight, bias, ctx.temperature) - lse[s, None]  # [n, V]
+            p = logp.exp()
+            gz = p * -g_lp[s, None]  # d lp / d z = onehot - p
+            gz.scatter_add_(-1, targets[s, None], g_lp[s, None])
+            if ctx.with_entropy:  # d H / d z = -p (log p + H)
+                gz -= g_ent[s, None] * p * (logp + ent[s, None])
+            if ctx.temperature != 1.0:
+                gz /= ctx.temperature
+            gz = gz.to(weight.dtype)
+            if grad_h is not None:
+                grad_h[s] = gz @ weight
+            if grad_w is not None and half:
+                grad_w += gz.T @ h
+            elif grad_w is not None:
+                grad_w.addmm_(gz.T, h)
+            if grad_b is not None:
+                grad_b += gz.sum(0)
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def linear_token_logprobs(hidden: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None = None,
+                          temperature: float = 1.0, chunk: int = 512, with_entropy: bool = False,
+                          ) -> tuple[Tensor, Tensor | None]:
+    """:func:`chunked_token_logprobs` for a linear head ``logits = hidden @ weight.T + bias``, with a fused
+    backward (:class:`_LinearLogprobs`): the same values, and per chunk 3 matmuls in the backward (recompute,
+    hidden and weight gradients) instead of checkpointing's recompute + autograd's graph over [chunk, V]
+    intermediates. Saved for the backward: ``hidden`` [N, H] and two floats per row."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if hidden.shape[0] == 0:
+        return chunked_token_logprobs(hidden, targets, lambda h: F.linear(h, weight, bias), temperature, chunk,
+                                      with_entropy)
+    lp, ent = _LinearLogprobs.apply(hidden, weight, bias, targets, temperature, chunk, with_entropy)
+    return lp, (ent if with_entropy else None)

@@ -55,7 +55,8 @@ class AlgoConfig:
     entropy_coef: float = doc("entropy bonus coefficient", 0.0)
     epochs: int = doc("passes over each rollout batch", 1, ge=1)
     minibatches: int = doc("optimizer steps per epoch (the batch is split into this many)", 1, ge=1)
-    micro_batch_size: int = doc("sequences per forward/backward (gradient accumulation); 0 = whole minibatch", 0,
+    micro_batch_size: int = doc("sequences per forward/backward (gradient accumulation); 0 = the largest that fits "
+                                "optim.memory_budget_gb (the whole minibatch when it fits)", 0,
                                 ge=0)
     recompute_logprobs: bool = doc("recompute old log-probs with a forward pass instead of using the sampler's", False)
     reward_failure_value: float = doc("reward given when a reward function raises or returns NaN", 0.0)

@@ -48,6 +48,9 @@ def build_policy(cfg: Root, path: str | Path | None = None) -> tuple[torch.nn.Mo
         tok = build_char_tokenizer()
         model, tok = build_tiny_model(spec, tok, seed=cfg.seed)
         model = model.to(device)
+    from llmrl.models.lm_head import set_logits_chunk_tokens
+
+    set_logits_chunk_tokens(model, cfg.model.logits_chunk_tokens)
     if cfg.model.gradient_checkpointing:
         from llmrl.models.device import enable_gradient_checkpointing
 

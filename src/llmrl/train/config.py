@@ -56,6 +56,12 @@ class ModelConfig:
     gradient_checkpointing: bool = doc("activation checkpointing of the policy's (and critic's) transformer layers "
                                        "in training forwards: less memory, about one more forward pass of "
                                        "compute, the same gradients", False)
+    logits_chunk_tokens: int | None = doc("log-probs and entropies are computed from the final hidden states this "
+                                          "many tokens at a time (LM head + log-softmax per chunk, recomputed in "
+                                          "the backward), so no [batch, tokens, vocab] logits tensor is ever alive; "
+                                          "null = 2^26 / vocabulary size (256 MiB of float32 logits; 64..4096); 0 = "
+                                          "the full logits (the old path; also used, with a warning, for a model "
+                                          "family llmrl cannot split) (docs/memory.md)", None, ge=0)
     chat_template: bool | None = doc("use the tokenizer's chat template; null = when it has one", None)
     lora: LoraConfig = doc("LoRA options", factory=LoraConfig)
 
@@ -110,6 +116,11 @@ class OptimConfig:
     warmup_steps: int = doc("linear warm-up optimizer steps", 0, ge=0)
     schedule: Literal["constant", "cosine"] = doc("constant or cosine (after warm-up)", "constant")
     max_bad_steps: int = doc("abort after this many consecutive non-finite loss/gradient steps", 3, ge=1)
+    memory_budget_gb: float | None = doc("memory the training step may use (GB = 2^30 bytes): with a micro_batch_size "
+                                         "of 0 the micro-batch is the largest that fits it, and activation "
+                                         "checkpointing turns on when not even a few sequences would fit "
+                                         "(docs/memory.md); null = 85% of what this process could use when "
+                                         "training starts (MemAvailable + its own RSS; free GPU memory on CUDA)", None, gt=0)
 
 
 @dataclass

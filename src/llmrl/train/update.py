@@ -12,28 +12,61 @@ import torch
 from torch import Tensor
 
 from llmrl.algos import POLICY_LOSSES, aggregate, kl_estimate
-from llmrl.core.ops import entropy_from_logits, masked_mean, token_logprobs
+from llmrl.core.ops import (
+    chunked_token_logprobs,
+    entropy_from_logits,
+    linear_token_logprobs,
+    masked_mean,
+    token_logprobs,
+)
 from llmrl.core.types import Batch
 from llmrl.models.device import module_device
+from llmrl.models.lm_head import resolve_chunk_tokens
+from llmrl.train.distributed import all_finite, global_counts
 
 
 def policy_logprobs(model: torch.nn.Module, batch: Batch, temperature: float = 1.0, with_entropy: bool = False,
-                    ) -> tuple[Tensor, Tensor | None]:
+                    chunk_tokens: int | None = None) -> tuple[Tensor, Tensor | None]:
     """Per-token log-probs (and optionally entropies) of the batch's targets under ``model``.  -> [B, L-1]
     on the model's device, in the batch's float dtype (float32) whatever the model's dtype: the logits are
     upcast to float32 before the log-softmax (:func:`~llmrl.core.ops.token_logprobs`).
 
-    Logits are computed only from the first position any row trains on (prompt positions before it are
-    never scored), so a large vocabulary costs [B, completion, V] rather than [B, L, V]; the last token is
-    not fed (it predicts nothing). Rows are right-padded (``Batch.collate``), so causal attention alone is
-    exact for every real token and no padding mask is needed. Positions before that start are returned as 0
-    (their mask is 0). The token ids are moved to the model's device (a no-op on the CPU).
+    Nothing is computed before the first position any row trains on (prompt positions before it are never
+    scored); the last token is not fed (it predicts nothing). Rows are right-padded (``Batch.collate``), so
+    causal attention alone is exact for every real token and no padding mask is needed. The token ids are
+    moved to the model's device (a no-op on the CPU).
+
+    Chunked path (``chunk_tokens`` > 0; None = the model's :func:`~llmrl.models.lm_head.logits_chunk_tokens`,
+    set from ``model.logits_chunk_tokens``, by default 2^26 / vocabulary tokens): the decoder runs to its final hidden states, and only the
+    positions whose mask is non-zero go through the LM head, ``chunk_tokens`` of them at a time, recomputed in
+    the backward (:func:`~llmrl.core.ops.linear_token_logprobs` for a plain linear head, else
+    :func:`~llmrl.core.ops.chunked_token_logprobs`): no [B, T, V] tensor is ever alive. Every
+    position whose mask is 0 is returned as 0 (log-prob and entropy).
+
+    Full path (``chunk_tokens`` 0, or a model :func:`~llmrl.models.lm_head.split_lm` cannot split): the
+    model's forward with ``logits_to_keep`` = the positions from the first trained one, [B, T, V] logits;
+    positions before that start are 0, later masked positions hold their (unused) values.
     """
     ids, L = batch.input_ids.to(module_device(model)), batch.input_ids.shape[1]
     start = int((batch.mask.cumsum(-1) == 0).sum(-1).min())  # first trained target position of any row
     lp = ids.new_zeros(batch.mask.shape, dtype=batch.mask.dtype)
     if start >= L - 1:  # nothing to score (logits_to_keep=0 would mean "all positions")
         return lp, (torch.zeros_like(lp) if with_entropy else None)
+    parts, chunk = resolve_chunk_tokens(model, chunk_tokens)
+    if parts is not None:
+        hidden = parts.hidden_states(ids[:, :-1])[:, start:]  # [B, T, H]: the last token is not fed
+        keep = batch.mask[:, start:].to(hidden.device) > 0  # [B, T]
+        rows, targets, linear = hidden[keep], ids[:, start + 1 :][keep], parts.linear()  # [N, H], [N]
+        if linear is not None:  # a plain linear head: the fused backward
+            got, got_ent = linear_token_logprobs(rows, targets, *linear, temperature, chunk, with_entropy)
+        else:  # any other head (LoRA-wrapped, soft-capped, ...): checkpointed chunks
+            got, got_ent = chunked_token_logprobs(rows, targets, parts.logits, temperature, chunk, with_entropy)
+
+        def place(values: Tensor) -> Tensor:  # [N] -> [B, L-1], zeros elsewhere
+            tail = lp.new_zeros(keep.shape).index_put((keep,), values.to(lp.dtype))
+            return torch.cat([lp[:, :start], tail], dim=1)
+
+        return place(got), (place(got_ent) if got_ent is not None else None)
     # The last position predicts nothing: it is not fed at all (causal attention: no other logit changes).
     try:
         logits = model(input_ids=ids[:, :-1], use_cache=False, logits_to_keep=L - 1 - start).logits
@@ -127,12 +160,12 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
     """Accumulate gradients over micro-batches and step. Returns (applied, metrics); a non-finite loss or
     gradient norm skips the step (gradients dropped, optimizer and scheduler untouched)."""
     optimizer.zero_grad(set_to_none=True)
-    num_seqs, num_tokens = float(mb.size), float(mb.mask.sum().clamp(min=1))
+    num_seqs, num_tokens = global_counts(float(mb.size), float(mb.mask.sum()))  # over every rank (torchrun)
     total = torch.zeros(())
     sums: dict[str, float] = {}
     for _, micro in micro_batches(mb, micro_batch_size):
         loss, metrics = minibatch_loss(model, micro, spec, num_seqs, num_tokens)
-        if not torch.isfinite(loss):
+        if not all_finite(loss):  # on every rank: they skip together
             optimizer.zero_grad(set_to_none=True)
             return False, {"loss": float("nan")}
         loss.backward()

@@ -1,0 +1,114 @@
+"""The memory-budget planner (llmrl.train.memory): hand-computed estimates and choices, and an RL run whose budget
+forces one-sequence micro-batches with activation checkpointing giving the run of an unbounded budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+from llmrl.cli.main import main
+from llmrl.core.types import Batch, Episode
+from llmrl.models.tiny import TinyModelSpec, build_char_tokenizer, build_tiny_model
+from llmrl.train.memory import (
+    AutoMicroBatch,
+    GiB,
+    ModelShape,
+    estimate_bytes,
+    floor_bytes,
+    plan,
+    sequence_bytes,
+)
+
+# 2 layers, H 10, I 20, KV 10, V 100, 1000 float32 weights, all trained.
+SHAPE = ModelShape(layers=2, hidden=10, intermediate=20, kv_width=10, vocab=100, params=1000, trainable=1000)
+FLOOR = 1000 * 4 + 3 * 1000 * 4 + GiB  # weights + grads + 2 Adam moments + runtime = 16,000 B + 1 GiB
+PER_SEQ = 10 * 2 * (12 * 10 + 4 * 20 + 2 * 10) * 4  # 10 tokens x 2 layers x 220 values x 4 B = 17,600
+PER_SEQ_CKPT = 10 * (2 * 10 * 4 + 220 * 4)  # 10 tokens x (2 layer inputs of 10 values + one layer) = 9,600
+CHUNK_LOGITS = 4 * 8 * 100 * 4  # 4 float32 [8, 100] tensors = 12,800
+
+
+def test_hand_computed_terms():
+    assert floor_bytes(SHAPE, reference=False) == FLOOR
+    assert floor_bytes(SHAPE, reference=True) == FLOOR + 4000
+    assert sequence_bytes(SHAPE, 10, checkpointing=False) == PER_SEQ
+    assert sequence_bytes(SHAPE, 10, checkpointing=True) == PER_SEQ_CKPT
+    assert estimate_bytes(SHAPE, 3, 10, checkpointing=False, chunk=8, reference=False) == FLOOR + 3 * PER_SEQ + \
+        CHUNK_LOGITS
+    # the full-logits path: 3 float32 [tokens, V] tensors, 3 x 30 x 100 x 4 = 36,000 for 3 sequences
+    assert estimate_bytes(SHAPE, 3, 10, checkpointing=False, chunk=0, reference=False) == FLOOR + 3 * PER_SEQ + 36000
+
+
+@pytest.mark.parametrize("budget,minibatch,can,expected", [
+    (FLOOR + CHUNK_LOGITS + 100 * PER_SEQ, 8, True, (8, False)),  # all fits: the whole minibatch
+    (FLOOR + CHUNK_LOGITS + 5 * PER_SEQ, 8, True, (5, False)),  # 5 >= 4: no checkpointing
+    (FLOOR + CHUNK_LOGITS + 3 * PER_SEQ, 8, True, (5, True)),  # 3 < 4; checkpointed 9,600 B each: 52,800 // 9,600
+    (FLOOR + CHUNK_LOGITS + 3 * PER_SEQ, 8, False, (3, False)),  # the model cannot checkpoint
+    (FLOOR + CHUNK_LOGITS + 2 * PER_SEQ, 2, True, (2, False)),  # the whole (small) minibatch fits
+])
+def test_micro_batch_and_checkpointing_choice(budget, minibatch, can, expected):
+    p = plan(SHAPE, budget, minibatch, 10, chunk=8, reference=False, can_checkpoint=can)
+    assert (p.micro_batch_size, p.gradient_checkpointing) == expected and p.fits
+    assert p.estimate_bytes <= budget
+
+
+def test_full_logits_path_and_a_budget_below_the_floor():
+    p = plan(SHAPE, FLOOR + 2 * (PER_SEQ + 12000), 8, 10, chunk=0, reference=False, can_checkpoint=False)
+    assert p.micro_batch_size == 2  # 29,600 B a sequence with its logits
+    low = plan(SHAPE, FLOOR - 1, 8, 10, chunk=8, reference=False, can_checkpoint=True)
+    assert (low.micro_batch_size, low.gradient_checkpointing, low.fits) == (1, True, False)
+
+
+def _batch(n: int) -> Batch:
+    eps = [Episode.single_turn([5, 6, 7], [8, 9, 10, 11], [-1.0] * 4, {"prompt": "", "answer": ""}, reward=1.0,
+                               group_id=0) for _ in range(n)]
+    return Batch.collate(eps, 0)
+
+
+def test_auto_micro_batch_turns_checkpointing_on_under_a_small_budget():
+    model, _ = build_tiny_model(TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,
+                                              intermediate_size=64), build_char_tokenizer(), seed=0)
+    shape, batch = ModelShape.of(model), _batch(8)
+    assert shape.params == sum(p.numel() for p in model.parameters()) and shape.kv_width == 2 * 32
+    assert AutoMicroBatch(model, 100.0, reference=True)(batch) == 8  # plenty: the whole batch, no checkpointing
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    assert AutoMicroBatch(model, 100.0, reference=True, micro_batch_size=3)(batch) == 3  # set: kept
+    one = estimate_bytes(shape, 1, 7, checkpointing=True, chunk=512, reference=True)  # rows of 7 tokens
+    assert one < estimate_bytes(shape, 1, 7, checkpointing=False, chunk=512, reference=True)
+    auto = AutoMicroBatch(model, one / GiB, reference=True)  # one checkpointed sequence, exactly
+    assert auto(batch) == 1 and auto.last is not None and auto.last.gradient_checkpointing
+    assert any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+def test_rl_run_under_a_tight_budget_equals_the_unbounded_run(tmp_path: Path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("trainer: rl\ntask: {name: test_char_a}\n"
+                      "algo: {advantage: grpo, kl_coef: 0.05, loss_agg: token-mean, entropy_coef: 0.01}\n"
+                      "optim: {lr: 1.0e-3}\n")
+    run = [*TINY, "steps=2", "save_every=0", "save_minutes=0", "logging.tensorboard=false"]
+    rows = []
+    for name, budget in (("big", "1000"), ("tight", "1.0")):  # 1 GiB < the 1 GiB runtime allowance + weights
+        out = tmp_path / name
+        with pytest.warns(UserWarning, match="over optim.memory_budget_gb") if name == "tight" else _nothing():
+            assert main(["train", str(recipe), *run, f"output_dir={out}", f"optim.memory_budget_gb={budget}"]) == 0
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        rows.append([{k: v for k, v in json.loads(x).items() if not k.startswith("time/")} for x in lines])
+    assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]]
+    tight, big = ([r for r in rs if "loss" in r] for rs in (rows[1], rows[0]))  # the training rows
+    assert len(tight) == 2 and all(r["memory/micro_batch_size"] == 1 for r in tight)
+    assert all(r["memory/gradient_checkpointing"] == 1 for r in tight)
+    assert all(r["memory/micro_batch_size"] == 16 and r["memory/gradient_checkpointing"] == 0 for r in big)
+    for a, b in zip(*rows):
+        for k, v in a.items():
+            if isinstance(v, float) and not k.startswith("memory/"):
+                assert b[k] == pytest.approx(v, abs=1e-5), k
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
