@@ -58,6 +58,10 @@ TRAINERS: dict[str, Trainer] = {
 }
 
 
+DATA_PARALLEL = ("rl", "dpo")
+"""Trainers that run under ``torchrun`` (:mod:`llmrl.train.distributed`); the others refuse it."""
+
+
 def root_class(trainer: str) -> type:
     """The root config class of ``trainer`` (a registered name)."""
     return TRAINERS[trainer].root_class()
@@ -72,6 +76,7 @@ def run_trainer(cfg: Any, resume: bool = False, overwrite: bool = False, force: 
     from llmrl.core.errors import CheckpointError, ConfigError
     from llmrl.train.build import require_device, require_model
     from llmrl.train.checkpoint import latest_checkpoint
+    from llmrl.train.distributed import init_world, on_main
     from llmrl.train.rundir import RunOptions, claim_output, graceful_stop, using_options
 
     if resume and overwrite:
@@ -79,7 +84,10 @@ def run_trainer(cfg: Any, resume: bool = False, overwrite: bool = False, force: 
     trainer = TRAINERS[cfg.trainer]
     require_model(cfg)  # a recipe written for a real model stops here, before output_dir is touched
     require_device(cfg)  # so does model.device=cuda on a machine without CUDA
-    claim = claim_output(cfg.output_dir, resume=resume, overwrite=overwrite)
+    if init_world(cfg.model.device) is not None and cfg.trainer not in DATA_PARALLEL:  # under torchrun
+        raise ConfigError(f"trainer {cfg.trainer!r}: not supported under torchrun yet (data-parallel trainers: "
+                          f"{', '.join(DATA_PARALLEL)}); run it in one process")
+    claim = on_main(lambda: claim_output(cfg.output_dir, resume=resume, overwrite=overwrite))  # rank 0 claims
     try:
         ckpts = Path(cfg.output_dir) / "checkpoints"
         if resume and trainer.checkpoints and latest_checkpoint(ckpts) is None:
@@ -88,7 +96,8 @@ def run_trainer(cfg: Any, resume: bool = False, overwrite: bool = False, force: 
         with using_options(RunOptions(force=force)), graceful_stop():
             return trainer.entry_function()(cfg, resume)
     finally:
-        claim.release()
+        if claim is not None:
+            claim.release()
 
 
-__all__ = ["TRAINERS", "Trainer", "root_class", "run_trainer"]
+__all__ = ["DATA_PARALLEL", "TRAINERS", "Trainer", "root_class", "run_trainer"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                         "refused)")
     t.add_argument("--force", action="store_true",
                    help="with --resume: resume even if the config differs from the checkpoint's")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="data-parallel on N local processes: launches torchrun --nproc-per-node N -m llmrl train "
+                        "... (gloo on CPU, nccl on CUDA; docs/scaling.md)")
     _add_overrides(t)
 
     s = sub.add_parser("sft", help="supervised fine-tuning only (the recipe's sft section)")
@@ -124,6 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llmrl.core.progress import quiet_library_bars
 
     quiet_library_bars()  # stderr a file or pipe: before transformers is imported, no redrawn bars from it
+    if args.cmd != "train" and all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
+        print(f"llmrl: error: llmrl {args.cmd}: not supported under torchrun; data-parallel runs are `llmrl train` "
+              f"(rl, dpo; the sft section as their warm start)", file=sys.stderr)
+        return 2
+    if getattr(args, "nproc", None) is not None:  # llmrl train --nproc N: torchrun runs the rest on N ranks
+        from llmrl.cli.launch import launch, strip_nproc
+
+        return launch(args.nproc, strip_nproc(sys.argv[1:] if argv is None else argv))
     try:
         return _dispatch(args)
     except USER_ERRORS as exc:
@@ -160,11 +172,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.cmd == "train":
         from llmrl.config import load_config
+        from llmrl.train.distributed import is_main, shutdown
         from llmrl.trainers import run_trainer
 
-        summary = run_trainer(load_config(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite,
-                              force=args.force)
-        _print_summary(summary)
+        try:
+            summary = run_trainer(load_config(args.recipe, args.overrides), resume=args.resume,
+                                  overwrite=args.overwrite, force=args.force)
+            main = is_main()
+        finally:
+            shutdown()  # under torchrun: leave the process group
+        if main:  # under torchrun: rank 0 prints the summary
+            _print_summary(summary)
         return 0
     if args.cmd == "sft":
         from llmrl.cli.finetune import sft_command

@@ -31,6 +31,7 @@ _DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
+    "float64": torch.float64,  # tests of exact equivalence (llmrl.train.distributed)
     "auto": "auto",
 }
 

@@ -44,6 +44,7 @@ from llmrl.tasks.preference import PreferencePair, read_preference_pairs
 from llmrl.train.build import reference_policy
 from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import score_episodes
+from llmrl.train.distributed import DataParallel, all_finite, global_counts
 from llmrl.train.guard import BadSteps, Checkpoints, eval_due, open_log, resume_state
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, completion_logps, encode_pairs
@@ -223,20 +224,21 @@ def pair_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule
     optimizer.zero_grad(set_to_none=True)
     B = batch.num_pairs
     size = micro_pairs if micro_pairs > 0 else B
+    n_all = global_counts(float(B), 0.0)[0]  # under torchrun: the pairs of every rank (each holds a share)
     total, sums = 0.0, {}
     for s in range(0, B, size):
         idx = torch.arange(s, min(s + size, B))
         sub = batch.select(idx)
         losses, metrics = objective(completion_logps(model, sub), None if ref is None else ref[idx],
                                     sub.completion_lengths)
-        loss = losses.sum() / B
-        if not torch.isfinite(loss):
+        loss = losses.sum() / n_all
+        if not all_finite(loss):  # on every rank: they skip together
             optimizer.zero_grad(set_to_none=True)
             return False, {"loss": float("nan")}
         loss.backward()
         total += float(loss.detach())
         for k, v in metrics.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / B
+            sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / n_all
     params = [q for q in model.parameters() if q.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
     if not torch.isfinite(norm):
@@ -323,34 +325,43 @@ def train(cfg: DPORoot, resume: bool = False) -> dict[str, Any]:
         if ref_model is not None and eval_b is not None:
             ref_eval = score_pairs(ref_model, eval_b, scoring_chunk(cfg), ref_ctx)
     o = cfg.optim
-    optimizer = build_optimizer(run.model.parameters(), o.lr, o.weight_decay, o.betas, o.eps)
+    dp = DataParallel(run.model)  # torchrun: FSDP2 trainer (dp.policy) + full replica (run.model); else as is
+    policy = dp.policy
+    optimizer = build_optimizer(policy.parameters(), o.lr, o.weight_decay, o.betas, o.eps)
     scheduler = build_scheduler(optimizer, o.warmup_steps, steps, o.schedule)
     order, bad = PairOrder(n, p.batch_size, cfg.seed), BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")
-    state = resume_state(out, resume, run.model, optimizer, scheduler, config=to_dict(cfg))
+    state = resume_state(out, resume, policy, optimizer, scheduler, config=to_dict(cfg))
+    dp.sync()  # the replica gets the resumed weights
     start, bad.count = (state["step"], state["bad_steps"]) if state is not None else (0, 0)
     log, run.before = open_log(out, state, lambda: evaluate_all(run, cfg, 0, eval_b, ref_eval, objective), cfg)
-    saves = Checkpoints(lambda step: save_checkpoint(out / "checkpoints", step, run.model, optimizer, scheduler,
+    saves = Checkpoints(lambda step: save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler,
                                                      keep=cfg.keep_checkpoints, config=to_dict(cfg),
                                                      state={"bad_steps": bad.count, "rng": rng_state()}),
                         cfg.save_every, cfg.save_minutes, steps)
-    bar = progress_bar(steps, "dpo", enabled=cfg.progress, initial=start)
+    bar = progress_bar(steps, "dpo", enabled=cfg.progress and dp.main, initial=start)
     for step in saves.steps(start):  # after each: checkpoint if due; RunInterrupted after a SIGINT/SIGTERM
         t_step = time.time()
-        idx = order.indices(step)
+        idx = dp.share(order.indices(step), "pref.batch_size")  # torchrun: this rank's share of the pairs
         batch = train_b.select(idx)
         if ref_model is not None:
             ref = score_pairs(ref_model, batch, p.micro_batch_size, ref_ctx)
         else:
             ref = None if ref_train is None else ref_train[idx]
-        ok, upd = pair_step(run.model, optimizer, scheduler, batch, ref, objective, p.micro_batch_size, o.grad_clip)
+        ok, upd = pair_step(policy, optimizer, scheduler, batch, ref, objective, p.micro_batch_size, o.grad_clip)
         bad(ok, step, upd)  # skipped: warns; TrainingAborted after optim.max_bad_steps in a row
-        rec = log.log(step, {**upd, "lr": scheduler.get_last_lr()[0], "epoch": step * p.batch_size / n,
-                             "truncated": float(batch.truncated.float().mean()), "time/step": time.time() - t_step})
-        if eval_due(step, cfg.eval.every, steps):
+        dp.sync()  # torchrun: the trainer's weights into the replica (evaluation, final model)
+        rec = log.log(step, dp.reduce({**upd, "lr": scheduler.get_last_lr()[0], "epoch": step * p.batch_size / n,
+                                       "truncated": float(batch.truncated.float().mean()),
+                                       "time/step": time.time() - t_step}, summed=frozenset(upd) - {"grad_norm"}))
+        if eval_due(step, cfg.eval.every, steps) and dp.main:
             run.last_eval = log.log(step, evaluate_all(run, cfg, step, eval_b, ref_eval, objective), kind="eval")
-        _show(bar, step, rec, cfg.log_every)
+        if dp.main:
+            _show(bar, step, rec, cfg.log_every)
     if bar is not None:
         bar.close()
+    if not dp.main:  # torchrun: rank 0 evaluates and writes final_model and summary.json
+        log.close()
+        return {"steps": steps}
     after = log.once(steps, "eval", lambda: evaluate_all(run, cfg, steps, eval_b, ref_eval, objective))
     log.close()
     save_final(run, cfg)

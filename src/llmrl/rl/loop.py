@@ -14,13 +14,15 @@ from llmrl.algos.rollout_correction import correction_weights, mismatch_metrics
 from llmrl.core.config import to_dict
 from llmrl.core.seed import derive_seed, rng_state, seed_everything
 from llmrl.core.types import Batch
-from llmrl.rl.baselines import build_baseline
+from llmrl.rl.baselines import Baseline, build_baseline
 from llmrl.rl.critic import build_critic
 from llmrl.rl.rewarding import SequenceRewards
 from llmrl.rollout.base import sync_weights
 from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import DataStream
+from llmrl.train.distributed import DataParallel
 from llmrl.train.guard import BadSteps, Checkpoints, eval_due, open_log, resume_state
+from llmrl.train.memory import AutoMicroBatch
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.run import RunParts, build_collector, build_run, evaluate_run, finish_run, sampling_params
 from llmrl.train.update import LossSpec, optimizer_step, sequence_logprobs
@@ -57,28 +59,37 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     seed_everything(cfg.seed)
     run: RunParts = build_run(cfg, resume, cfg.algo.kl_coef)  # model, reference, generator, task, data, SFT
     a, o, out = cfg.algo, cfg.optim, Path(cfg.output_dir)
+    dp = DataParallel(run.model)  # torchrun: FSDP2 trainer (dp.policy) + rollout replica (run.model); else as is
+    policy, run.show_progress = dp.policy, run.show_progress and dp.main
     critic, scorer = build_critic(run.model, cfg), SequenceRewards(cfg, run)  # both copy the initial policy
     warm = cfg.critic.warmup_steps if critic is not None else 0  # RL steps that train only the critic
-    optimizer = build_optimizer([*run.model.parameters(), *(critic.joint_parameters() if critic else [])],
+    optimizer = build_optimizer([*policy.parameters(), *(critic.joint_parameters() if critic else [])],
                                 o.lr, o.weight_decay, o.betas, o.eps)
     scheduler = build_scheduler(optimizer, o.warmup_steps, max(cfg.steps - warm, 0) * a.epochs * a.minibatches,
                                 o.schedule)
     data = DataStream(run.train, cfg.seed)
     collect = build_collector(run, cfg, data, a.reward_failure_value)  # groups of completions, scored
     baseline = build_baseline(cfg, run)  # what the estimator subtracts (remax: greedy reward, ...), or None
+    dp.refuse(critic=critic is not None, **{"rollout.dynamic_sampling": cfg.rollout.dynamic_sampling,
+              "reward model / length penalty / shaping": scorer.active,
+              f"{a.advantage} baseline": type(baseline) is not Baseline})
+    dp.shard_collector(collect, cfg.rollout.prompts_per_step)  # this rank's share of the prompt groups
     kl_ctl = KLController(a.kl_coef, a.kl_target, a.kl_horizon)  # β of the KL penalty: fixed or adaptive
     stateful = {"baseline": baseline, "kl_ctl": kl_ctl, "rewards": scorer, **({"critic": critic} if critic else {})}
     extra = {"critic": critic.module()} if critic is not None and not critic.frozen else {}
     bad = BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")
-    state = resume_state(out, resume, run.model, optimizer, scheduler, extra, config=to_dict(cfg))
+    auto_micro = AutoMicroBatch(run.model, o.memory_budget_gb, micro_batch_size=a.micro_batch_size,
+                                reference=run.ref is not None and run.ref is not run.model)  # 0: from the budget
+    state = resume_state(out, resume, policy, optimizer, scheduler, extra, config=to_dict(cfg))
     if state is not None:
         data.position, bad.count = state["data_position"], state["bad_steps"]
         for key in stateful.keys() & state.keys():
             stateful[key].load_state_dict(state[key])
+        dp.sync()  # the rollout replica gets the resumed weights
     log, run.before = open_log(out, state, lambda: evaluate_run(run, cfg, step=0), cfg)
 
     def checkpoint(step: int) -> Path:
-        return save_checkpoint(out / "checkpoints", step, run.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
+        return save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler, keep=cfg.keep_checkpoints,
                                state={"data_position": data.position, "bad_steps": bad.count, "rng": rng_state(),
                                       **{k: obj.state_dict() for k, obj in stateful.items()}},
                                extra_models=extra, config=to_dict(cfg))
@@ -98,17 +109,18 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         if cfg.rollout.overlong_filter:
             batch.mask[torch.tensor([e.truncated for e in ro.episodes])] = 0.0
         batch.scores, score_metrics = scorer(ro.episodes, step)
+        micro = dp.agree(auto_micro(batch))  # algo.micro_batch_size, or the largest that fits optim.memory_budget_gb
         t_gen = time.time()
         # 2. old log-probs (the sampler's unless asked to recompute), the reference's, the critic's values
         #    and the sampler/trainer mismatch Δ (both at the sampling temperature) with its TIS / MIS weights
         rc, rollout_lp, mismatch = a.rollout_correction, batch.old_logprobs, {}
         if a.recompute_logprobs:
-            batch.old_logprobs = sequence_logprobs(run.model, batch, cfg.rollout.temperature, a.micro_batch_size)
+            batch.old_logprobs = sequence_logprobs(policy, batch, cfg.rollout.temperature, micro)
             batch.loss_weights, corr = correction_weights(batch.old_logprobs, rollout_lp, batch.mask, rc.mode,
                                                           cap=rc.cap, lower=rc.lower, keep=rc.keep)  # none: None
             mismatch = {**mismatch_metrics(batch.old_logprobs, rollout_lp, batch.mask, rc.threshold), **corr}
         if run.ref is not None:
-            batch.ref_logprobs = sequence_logprobs(run.ref, batch, cfg.rollout.temperature, a.micro_batch_size,
+            batch.ref_logprobs = sequence_logprobs(run.ref, batch, cfg.rollout.temperature, micro,
                                                    run.ref_context)
         batch.values = critic.values(batch) if critic is not None else None  # [B, T]
         # 3. advantages: token rewards (score on the last token, KL penalty β = kl_ctl.value) → registered estimator
@@ -122,7 +134,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             batch.returns = critic.targets(rewards, batch)  # GAE returns: the value targets
             score_metrics.update(critic.batch_metrics(batch))
         if kl is not None:
-            kl_ctl.update(float(sequence_kl(kl, batch.mask)), batch.size)
+            kl_ctl.update(dp.mean(float(sequence_kl(kl, batch.mask))), int(dp.total(batch.size)))
         t_score = time.time()
         # 4. update: epochs × shuffled minibatches, each one optimizer step (micro-batched)
         #    (without recompute, Δ is measured by the first minibatch's forward: the probe)
@@ -134,7 +146,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             for idx in order.chunk(a.minibatches):
                 mb = batch.select(idx)
                 upd = critic.update(mb, policy_step=step > warm) if critic is not None else {}
-                ok, pol = (optimizer_step(run.model, optimizer, scheduler, mb, step_spec, a.micro_batch_size,
+                ok, pol = (optimizer_step(policy, optimizer, scheduler, mb, step_spec, micro,
                                           o.grad_clip) if step > warm else (True, {}))
                 if probe is not None and probe.open:  # the first minibatch only: its forward was under π_old
                     mismatch = probe.close(rc.threshold)
@@ -143,12 +155,14 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
                     upd_sum[k] = upd_sum.get(k, 0.0) + v / (a.epochs * a.minibatches)
                 bad(ok, step, upd)  # skipped: warns; TrainingAborted after optim.max_bad_steps in a row
         if step > warm:
+            dp.sync()  # torchrun: the trainer's weights into the rollout replica
             sync_weights(run.generator, run.model)  # backends with their own copy of the weights (vllm)
         # 5. log, evaluate, checkpoint
         t_end = time.time()
-        rec = log.log(step, {**ro.metrics, **score_metrics, **upd_sum, **mismatch, "kl_coef": beta,
+        rec = log.log(step, dp.reduce({**ro.metrics, **score_metrics, **upd_sum, **mismatch, **auto_micro.metrics(), "kl_coef": beta,
                              "lr": scheduler.get_last_lr()[0], "time/generate": t_gen - t_step,
-                             "time/score": t_score - t_gen, "time/update": t_end - t_score})
+                             "time/score": t_score - t_gen, "time/update": t_end - t_score},
+                                      summed=frozenset(upd_sum) - {"grad_norm"}))  # torchrun: over the ranks
         if eval_due(step, cfg.eval.every, cfg.steps):
             run.last_eval = log.log(step, evaluate_run(run, cfg, step), kind="eval")
         run.show(bar, step, rec, cfg.log_every)

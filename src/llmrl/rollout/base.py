@@ -19,6 +19,10 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)  # stop strings (the EOS token always stops)
     seed: int | None = None
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
+    prompt_seeds: list[int] | None = None
+    """One seed per prompt, instead of ``seed``, for generators with ``supports_prompt_seeds``: each prompt's
+    ``n`` samples are drawn from its own RNG, so they do not depend on the other prompts of the call (the
+    data-parallel trainers: :class:`llmrl.train.distributed.PerGroupSeeded`)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

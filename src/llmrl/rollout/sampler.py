@@ -40,8 +40,10 @@ def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
     return ids
 
 
-def sample_next(logits: Tensor, params: SamplingParams, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Draw one token per row.  logits [B, V] -> (tokens [B] long, logprobs [B] float32).
+def sample_next(logits: Tensor, params: SamplingParams,
+                gen: torch.Generator | list[torch.Generator] | None) -> tuple[Tensor, Tensor]:
+    """Draw one token per row.  logits [B, V] -> (tokens [B] long, logprobs [B] float32). ``gen``: one RNG for
+    every row, or a list of K (one per prompt: rows ``i·B/K .. (i+1)·B/K - 1`` draw from ``gen[i]``).
 
     The log-prob is under softmax(logits / T) of the full vocabulary (T = 1 when greedy); top-k / top-p
     only restrict which tokens can be drawn.
@@ -59,7 +61,12 @@ def sample_next(logits: Tensor, params: SamplingParams, gen: torch.Generator | N
     # Inverse-CDF draw: one uniform per row (much cheaper than torch.multinomial's V exponentials).
     cdf = probs.cumsum(-1)  # [B, V]
     total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=gen, device=cdf.device, dtype=cdf.dtype).mul_(total)
+    if isinstance(gen, list):  # per prompt: the same draws as sampling that prompt alone
+        per = total.shape[0] // len(gen)
+        u = torch.cat([torch.rand((per, 1), generator=g, device=cdf.device, dtype=cdf.dtype) for g in gen])
+    else:
+        u = torch.rand(total.shape, generator=gen, device=cdf.device, dtype=cdf.dtype)
+    u.mul_(total)
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total even after rounding
     tok = torch.searchsorted(cdf, u, right=True)  # [B, 1] first index with cdf > u: never a 0-prob token
     return tok[:, 0], logp.gather(1, tok)[:, 0]
@@ -187,6 +194,8 @@ class KVCacheSampler:
     in eval mode for the call and restored after.
     """
 
+    supports_prompt_seeds = True  # SamplingParams.prompt_seeds: one RNG per prompt
+
     def __init__(self, model: nn.Module, tokenizer: Any, *, fast_path: bool | None = None,
                  kernels: bool | None = None) -> None:
         self.model, self.tokenizer, self.kernels = model, tokenizer, kernels
@@ -227,7 +236,11 @@ def sample_loop(tokenizer: Any, prompts: list[list[int]], params: SamplingParams
     n, S = params.n, params.max_new_tokens
     B, P = len(prompts) * n, ids.shape[1]
     seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen: torch.Generator | list[torch.Generator] = torch.Generator(device=device).manual_seed(seed)
+    if params.prompt_seeds is not None:  # one RNG per prompt (SamplingParams.prompt_seeds)
+        if len(params.prompt_seeds) != len(prompts):
+            raise ValueError(f"prompt_seeds: {len(params.prompt_seeds)} seeds for {len(prompts)} prompts")
+        gen = [torch.Generator(device=device).manual_seed(s) for s in params.prompt_seeds]
     eos = torch.tensor([] if params.ignore_eos else eos_ids, dtype=torch.long, device=device)
     with torch.inference_mode():
         dec = open_decoder(n, B, P + S)

@@ -52,6 +52,12 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, opt
     ``<name>.safetensors`` next to the model (their optimizer states belong in ``state``); ``config`` (the run's
     resolved config as plain data) as ``config.json``. An OSError (a full disk, say) raises a CheckpointError
     naming the directory, after removing the partial one: the last good checkpoint stays ``latest``."""
+    from llmrl.train.distributed import world
+
+    if world() is not None:  # under torchrun: sharded, through torch.distributed.checkpoint
+        from llmrl.train.dist_checkpoint import save_sharded
+
+        return save_sharded(ckpt_dir, step, model, optimizer, scheduler, state, keep, config)
     root = Path(ckpt_dir)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}_{os.getpid()}"
@@ -135,7 +141,13 @@ def checkpoint_config(path: str | Path) -> dict[str, Any] | None:
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, extra_models: Mapping[str, torch.nn.Module] | None = None) -> dict[str, Any]:
     """Restore model/optimizer/scheduler (and ``extra_models``) in place; return the saved state dict (step,
-    RNG, data...)."""
+    RNG, data...). Under torchrun: a sharded checkpoint (:mod:`llmrl.train.dist_checkpoint`)."""
+    from llmrl.train import dist_checkpoint
+    from llmrl.train.distributed import world
+
+    if world() is not None:
+        return dist_checkpoint.load_sharded(path, model, optimizer, scheduler)
+    dist_checkpoint.refuse_sharded(path)
     p = Path(path)
     missing, unexpected = _load_weights(model, p / "model.safetensors")
     if unexpected or [m for m in missing if "lm_head" not in m]:

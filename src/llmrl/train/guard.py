@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from llmrl.core.errors import CheckpointError, RunInterrupted, TrainingAborted
 from llmrl.core.seed import set_rng_state
 from llmrl.train.checkpoint import checkpoint_config, latest_checkpoint, load_checkpoint
+from llmrl.train.distributed import agree_any
 from llmrl.train.metrics import MetricsLogger, read_metrics
 from llmrl.train.rundir import polling_stop, run_options, stop_requested, write_config
 
@@ -120,8 +121,11 @@ def open_log(out: str | Path, state: dict[str, Any] | None,
     (``state`` from :func:`resume_state`) keeps the records up to its step and reads step 0 back. The metrics
     also go to the trackers ``cfg.logging`` enables (TensorBoard, W&B, MLflow: :mod:`llmrl.train.trackers`; a
     missing package is a ConfigError before ``config.yaml`` is written)."""
+    from llmrl.train.distributed import NullLog, is_main
     from llmrl.train.trackers import check_trackers, open_trackers
 
+    if not is_main():  # torchrun: only rank 0 writes config.yaml, metrics.jsonl and the trackers
+        return NullLog(), {}  # type: ignore[return-value]
     logging_cfg = getattr(cfg, "logging", None)
     if logging_cfg is not None:
         check_trackers(logging_cfg)
@@ -167,6 +171,7 @@ class Checkpoints:
     def after_step(self, step: int) -> Path | None:
         stop = stop_requested()
         timed = self.minutes > 0 and time.monotonic() - self.since >= 60 * self.minutes
+        stop, timed = agree_any(stop, timed)  # torchrun: every rank checkpoints (a collective) or none does
         path = None
         if stop or timed or save_due(step, self.every, self.last):
             path = self.write(step)

@@ -28,6 +28,7 @@ from llmrl.train.build import (
     validate_tokenized,
 )
 from llmrl.train.collect import Collector, DataStream
+from llmrl.train.distributed import is_main, world
 from llmrl.train.evaluate import evaluate
 from llmrl.train.rundir import apply_threads, atomic_dir
 from llmrl.train.sft import demonstrations, rejection_sample, run_sft, sft_episodes
@@ -66,6 +67,8 @@ class RunParts:
         return progress_bar(total, "rl", enabled=self.show_progress, initial=start)
 
     def show(self, bar: Any, step: int, rec: dict[str, Any], every: int) -> None:
+        if not is_main():  # torchrun: rank 0 reports
+            return
         acc = self.last_eval.get("accuracy", self.before.get("accuracy", float("nan")))
         if bar is not None:
             bar.update(1)
@@ -171,11 +174,16 @@ def save_model_atomic(model: torch.nn.Module, tok: Any, path: Path) -> None:
     """Save a HF model directory via a temporary directory + rename: never a half-written ``path``."""
     from llmrl.models.loading import save_model
 
+    if not is_main():  # torchrun: rank 0 writes models
+        return
     with atomic_dir(path) as tmp:
         save_model(model, tok, tmp)
 
 
 def evaluate_run(run: RunParts, cfg: Root, step: int) -> dict[str, float]:
+    """Held-out evaluation of the policy (its rollout replica under torchrun: rank 0 only, others get {})."""
+    if not is_main():
+        return {}
     e = cfg.eval
     return evaluate(run.generator, run.tokenizer, run.task, run.test,
                     max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens, chat_template=cfg.model.chat_template,
@@ -201,6 +209,9 @@ def save_final(run: RunParts, cfg: Root) -> None:
 
 
 def finish_run(run: RunParts, cfg: Root, log: MetricsLogger, t0: float) -> dict[str, Any]:
+    if not is_main():  # torchrun: rank 0 evaluates and writes final_model and summary.json
+        log.close()
+        return {"steps": cfg.steps, "rank": world().rank}  # type: ignore[union-attr]
     after = log.once(cfg.steps, "eval", lambda: evaluate_run(run, cfg, cfg.steps))
     log.close()
     save_final(run, cfg)

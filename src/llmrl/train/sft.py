@@ -18,6 +18,7 @@ from llmrl.rewards.base import safe_check
 from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.rollout.episodes import generate_episodes
 from llmrl.tasks.base import Task
+from llmrl.train.distributed import DataParallel, all_finite
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.update import policy_logprobs
 
@@ -46,19 +47,23 @@ def sft_episodes(tokenizer: Any, examples: list[tuple[Sample, str]], chat_templa
     return eps
 
 
-def sft_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean negative log-likelihood over completion tokens (on the model's device)."""
+def sft_loss(model: torch.nn.Module, batch: Batch, num_tokens: float | None = None) -> torch.Tensor:
+    """Mean negative log-likelihood over completion tokens (on the model's device); ``num_tokens``: the count
+    to divide by (default the batch's; under torchrun every rank's, so the summed gradients are the mean's)."""
     batch = batch.to(module_device(model))
     lp, _ = policy_logprobs(model, batch)
-    return aggregate(-lp, batch.mask, "token-mean")
+    return aggregate(-lp, batch.mask, "token-mean", num_tokens=num_tokens)
 
 
 def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, steps: int, batch_size: int,
             lr: float, warmup_steps: int, schedule: str, seed: int, grad_clip: float = 1.0,
             log: Any = None, progress: bool = False) -> dict[str, float]:
-    """``steps`` AdamW steps on random minibatches of ``episodes``. Returns the final mean loss."""
+    """``steps`` AdamW steps on random minibatches of ``episodes``. Returns the final mean loss. Under torchrun
+    each rank trains an FSDP2 copy on its share of every minibatch, copied back into ``model`` at the end."""
     if not episodes:
         raise ValueError("SFT got no examples")
+    dp = DataParallel(model)  # torchrun: an FSDP2 copy (dp.policy); else the model itself
+    model = dp.policy
     opt = build_optimizer(model.parameters(), lr)
     sched = build_scheduler(opt, warmup_steps, steps, schedule)
     rng = random.Random(derive_seed(seed, "sft"))
@@ -67,9 +72,9 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
     recent: list[float] = []
     bar = progress_bar(steps, "sft", enabled=progress, leave=False)
     for step in range(steps):
-        batch = Batch.collate(rng.sample(episodes, min(batch_size, len(episodes))), pad)
-        loss = sft_loss(model, batch)
-        if not torch.isfinite(loss):
+        batch = Batch.collate(dp.share(rng.sample(episodes, min(batch_size, len(episodes))), "sft.batch_size"), pad)
+        loss = sft_loss(model, batch, dp.total(float(batch.mask.sum())) if dp.distributed else None)
+        if not all_finite(loss):
             opt.zero_grad(set_to_none=True)
             continue
         opt.zero_grad(set_to_none=True)
@@ -77,7 +82,7 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         sched.step()
-        recent = (recent + [float(loss.detach())])[-20:]
+        recent = (recent + [dp.total(float(loss.detach()))])[-20:]
         if log is not None and (step + 1) % 50 == 0:
             log(step + 1, {"sft_loss": sum(recent) / len(recent)})
         if bar is not None:
@@ -85,6 +90,7 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
             bar.set_postfix(loss=f"{recent[-1]:.3f}")
     if bar is not None:
         bar.close()
+    dp.sync()  # torchrun: the trained weights into the caller's model
     return {"sft_loss": sum(recent) / max(len(recent), 1)}
 
 
