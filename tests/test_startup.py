@@ -166,3 +166,22 @@ def test_algos_package_exports_resolve_lazily():
                   "print(all(getattr(a, n) is not None for n in a.__all__), a.ADVANTAGES.get('gae').__name__)\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["False", "True gae_advantages"]
+
+
+@pytest.mark.parametrize("package", ["llmrl.algos", "llmrl.rollout", "llmrl.rewards", "llmrl.core"])
+def test_no_lazy_export_is_named_like_a_submodule(package):
+    """Importing a submodule sets the package attribute of its name, shadowing a lazy export of the same name
+    (``from llmrl.algos import aggregate`` gave the module once ``llmrl.algos.aggregate`` had been imported)."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    assert not set(pkg.__all__) & {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+
+
+def test_exports_stay_functions_after_their_modules_are_imported():
+    out = _python("import llmrl.algos.value, llmrl.algos.aggregation, llmrl.algos.kl\n"
+                  "from llmrl.algos import aggregate, kl_estimate, gae\n"
+                  "print(callable(aggregate), callable(kl_estimate), callable(gae))\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]

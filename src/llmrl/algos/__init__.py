@@ -17,7 +17,7 @@ if TYPE_CHECKING:
         sequence_returns,
         token_rewards,
     )
-    from llmrl.algos.aggregate import AGG_MODES, aggregate
+    from llmrl.algos.aggregation import AGG_MODES, aggregate
     from llmrl.algos.kl import KL_KINDS, kl_estimate
     from llmrl.algos.kl_control import KLController, sequence_kl
     from llmrl.algos.losses import LOG_RATIO_CLAMP, POLICY_LOSSES, LossFn
@@ -90,8 +90,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "discounted_returns": "advantages",
     "sequence_returns": "advantages",
     "token_rewards": "advantages",
-    "AGG_MODES": "aggregate",
-    "aggregate": "aggregate",
+    "AGG_MODES": "aggregation",
+    "aggregate": "aggregation",
     "KL_KINDS": "kl",
     "kl_estimate": "kl",
     "KLController": "kl_control",

@@ -4,7 +4,7 @@
         -> (per_token_loss [B, T], metrics: dict[str, 0-d detached Tensor])
 
 The per-token loss is 0 where the mask is 0 and is reduced by the caller with
-``llmrl.algos.aggregate.aggregate``. ``old_logprobs`` and ``advantages`` are treated as constants (they
+``llmrl.algos.aggregation.aggregate``. ``old_logprobs`` and ``advantages`` are treated as constants (they
 are detached here). Entries under mask 0 are replaced by 0 before any arithmetic, so padding holding
 -inf/NaN log-probs cannot leak NaN into the loss or its gradient.
 

@@ -22,7 +22,7 @@ Notation, per token t of sequence b with mask m = 1 (the tokens the loss trains 
 
 The range test is done on Δ in log space (Δ > log C, Δ < log L; L = 0 tests only the upper bound). The weights
 are constants (computed without gradient) and are 0 wherever the mask is 0; they multiply the per-token policy
-loss before the one aggregation (:func:`llmrl.algos.aggregate.aggregate`), whose normaliser is unchanged: a
+loss before the one aggregation (:func:`llmrl.algos.aggregation.aggregate`), whose normaliser is unchanged: a
 masked token adds 0 to the sum but still counts in ``token-mean``'s N_tok, as it would with weight 0 in any IS
 estimator.
 """

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from llmrl.algos.advantages import ADVANTAGES
-from llmrl.algos.aggregate import aggregate
+from llmrl.algos.aggregation import aggregate
 from llmrl.core.ops import masked_mean, masked_var, masked_whiten
 
 
