@@ -178,3 +178,21 @@ def test_prompt_seeds_sample_each_prompt_as_alone():
     for p, seed, got in zip(prompts, (11, 22, 33), batched, strict=True):
         alone = gen.generate([p], SamplingParams(max_new_tokens=8, n=4, seed=seed))[0]
         assert [g.token_ids for g in got] == [g.token_ids for g in alone]
+
+
+def test_metadata_declaring_byte_stream_items_is_refused(tmp_path):
+    """DCP unpickles a byte-stream item's data without restriction: a tampered ``.metadata`` declaring one is
+    refused before anything is read (as is one referring to a class outside DCP's metadata)."""
+    import pickle
+
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
+
+    from llmrl.core.errors import CheckpointError
+    from llmrl.train.dist_checkpoint import SafeReader
+
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(Metadata(state_dict_metadata={"model.x": BytesStorageMetadata()})))
+    with pytest.raises(CheckpointError, match="byte-stream items"):
+        SafeReader(str(tmp_path)).read_metadata()
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(Metadata(state_dict_metadata={"o": os.getcwd})))
+    with pytest.raises(CheckpointError, match="may not hold"):
+        SafeReader(str(tmp_path)).read_metadata()

@@ -8,9 +8,9 @@ the newest complete one. Atomic as :func:`llmrl.train.checkpoint.save_checkpoint
 one temporary directory, rank 0 renames it into place once DCP has finished (its metadata is written last,
 after every rank's data) and then replaces ``latest``.
 
-No pickle of foreign code: the DCP part holds tensors only (no ``BytesIO`` items, which DCP loads with
-``torch.load(weights_only=False)``), and its ``.metadata`` (a pickle) is read by an unpickler that accepts only
-DCP's own metadata classes, ``torch.Size``, dtypes and paths (:class:`SafeReader`). ``optim.pt`` / ``state.pt``
+No pickle of foreign code: the DCP part holds tensors only, and its ``.metadata`` (a pickle) is read by an
+unpickler that accepts only DCP's own metadata classes, ``torch.Size``, dtypes and paths (:class:`SafeReader`),
+which also refuses metadata declaring any byte-stream item (DCP would unpickle such an item's data unrestricted). ``optim.pt`` / ``state.pt``
 are read with ``torch.load(weights_only=True)`` as before.
 
 Resuming on another world size works: DCP reshards the saved tensors to the new FSDP layout, and the data
@@ -63,6 +63,12 @@ class SafeReader(FileSystemReader):
                 metadata = _MetadataUnpickler(fh).load()
         except (pickle.UnpicklingError, EOFError, AttributeError) as exc:
             raise CheckpointError(f"{path}: refused: {exc}") from None
+        from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+        items = getattr(metadata, "state_dict_metadata", {})
+        if bytes_items := [k for k, v in items.items() if isinstance(v, BytesStorageMetadata)]:
+            raise CheckpointError(f"{path}: refused: byte-stream items {bytes_items[:3]} (a checkpoint holds tensors "
+                                  "only; DCP would unpickle them)")
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
