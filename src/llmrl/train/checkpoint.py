@@ -74,16 +74,7 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, opt
         torch.save({**state, "step": step}, tmp / "state.pt")
         if config is not None:
             (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-        latest_tmp.write_text(final.name + "\n")
-        with open(latest_tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(latest_tmp, root / "latest")
-        _fsync_dir(root)
+        _publish(tmp, final, latest_tmp)
     except Exception as exc:  # OSError; torch and safetensors wrap write failures in their own errors
         shutil.rmtree(tmp, ignore_errors=True)
         latest_tmp.unlink(missing_ok=True)
@@ -95,6 +86,22 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, opt
                               f"({last or 'none'}) is intact") from None
     _prune(root, keep)
     return final
+
+
+def _publish(tmp: Path, final: Path, latest_tmp: Path) -> None:
+    """Make the fully written ``tmp`` the checkpoint ``final`` and point ``latest`` at it, each step durable
+    (fsync'd) and atomic (renames), so a crash leaves either the old ``latest`` or the new one complete."""
+    root = final.parent
+    _fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    latest_tmp.write_text(final.name + "\n")
+    with open(latest_tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(latest_tmp, root / "latest")
+    _fsync_dir(root)
 
 
 def _disk_full(path: Path, margin: int = 1 << 20) -> bool:

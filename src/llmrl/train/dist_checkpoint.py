@@ -87,10 +87,11 @@ def save_sharded(ckpt_dir: str | Path, step: int, model: torch.nn.Module, optimi
                  scheduler: Any, state: dict[str, Any], keep: int = 2,
                  config: Mapping[str, Any] | None = None) -> Path:
     """Write ``step``'s sharded checkpoint (every rank calls it; collective); returns its path."""
-    from llmrl.train.checkpoint import _fsync_dir, _fsync_tree, _prune
+    from llmrl.train.checkpoint import _prune, _publish
 
     root = Path(ckpt_dir)
     final, tmp = root / f"step_{step:06d}", root / f".tmp_step_{step:06d}_dcp"
+    latest_tmp = root / f".latest_{os.getpid()}"
     main = dist.get_rank() == 0
     if main:
         root.mkdir(parents=True, exist_ok=True)
@@ -105,17 +106,10 @@ def save_sharded(ckpt_dir: str | Path, step: int, model: torch.nn.Module, optimi
             torch.save({**state, "step": step, "world_size": dist.get_world_size()}, tmp / "state.pt")
             if config is not None:
                 (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
-            _fsync_tree(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _fsync_dir(root)
-            latest_tmp = root / f".latest_{os.getpid()}"
-            latest_tmp.write_text(final.name + "\n")
-            os.replace(latest_tmp, root / "latest")
-            _fsync_dir(root)
+            _publish(tmp, final, latest_tmp)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            latest_tmp.unlink(missing_ok=True)
             raise CheckpointError(f"{final}: cannot write the checkpoint ({exc.strerror or exc}); the last good "
                                   f"one is intact") from None
         _prune(root, keep)
