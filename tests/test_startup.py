@@ -10,7 +10,7 @@ import pytest
 
 from llmrl.core.registry import Registry
 
-BUILTIN_TASKS = ["arithmetic", "code_repair", "countdown", "hackable", "json_schema", "knights_knaves", "math",
+BUILTIN_TASKS = ["arithmetic", "code_repair", "code_tests", "countdown", "hackable", "json_schema", "knights_knaves", "math",
                  "molecule", "single_objective", "translation"]
 HEAVY = ("torch", "transformers", "numpy")
 

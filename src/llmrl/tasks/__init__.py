@@ -23,6 +23,8 @@ _BUILTIN = {  # name: (module:class under llmrl.tasks, first line of the class d
                     "Produce a JSON object that validates against a schema (SchemaBench-style, see module doc)."),
     "code_repair": ("code_repair:CodeRepairTask",
                     "SWE-style bug repair and SoRFT localisation from a local Python tree (stdlib by default)."),
+    "code_tests": ("code_tests:CodeTestsTask",
+                   "Write a small Python function; reward = fraction of hidden unit tests passed in the sandbox."),
     "single_objective": ("objective:SingleObjectiveTask",
                          "Another task scored by one of its reward components only (single-objective training)."),
     "molecule": ("molecule:MoleculeTask",
