@@ -8,6 +8,7 @@ names the dotted key, the file, and the closest valid keys.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import types
 import typing
 from collections.abc import Callable
@@ -20,6 +21,17 @@ from llmrl.core.errors import ConfigError
 from llmrl.core.registry import closest
 
 T = TypeVar("T")
+
+
+def config_key(name: str) -> str:
+    """The config key of a dataclass field: its name, except that a Python keyword is written as a field with a
+    trailing underscore (``async_``) and read / written as the keyword itself (``rollout.async``)."""
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
+def field_name(key: str) -> str:
+    """The dataclass field of config key ``key`` (the inverse of :func:`config_key`)."""
+    return f"{key}_" if keyword.iskeyword(key) else key
 
 
 def requirement(section: str = "") -> Callable[[bool, str, str], None]:
@@ -92,7 +104,7 @@ def check_fields(obj: Any, where: str = "") -> None:
     :func:`from_dict` checks for the keys it reads, for a config also built or changed in code."""
     hints = get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        value, dotted = getattr(obj, f.name), f"{where}.{f.name}" if where else f.name
+        value, dotted = getattr(obj, f.name), f"{where}.{config_key(f.name)}" if where else config_key(f.name)
         if dataclasses.is_dataclass(value):
             check_fields(value, dotted)
             continue
@@ -211,10 +223,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            raise ConfigError(f"unknown config key {dotted!r}; {closest(str(key), list(fields))}")
-        kwargs[key] = _coerce(value, hints[key], dotted)
-        check_bounds(kwargs[key], fields[key].metadata, dotted)
+        name = field_name(str(key))
+        if name not in fields:
+            raise ConfigError(f"unknown config key {dotted!r}; {closest(str(key), [config_key(n) for n in fields])}")
+        kwargs[name] = _coerce(value, hints[name], dotted)
+        check_bounds(kwargs[name], fields[name].metadata, dotted)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -235,9 +248,9 @@ def has_key(cls: type, parts: list[str]) -> bool:
     """Whether the dotted key ``parts`` (e.g. ``["pref", "beta"]``) names a field of dataclass ``cls``; below a
     field that is not a section (a mapping of options) every sub-key counts as known."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    if not parts or parts[0] not in names:
+    if not parts or field_name(parts[0]) not in names:
         return False
-    sub = _section_type(get_type_hints(cls)[parts[0]])
+    sub = _section_type(get_type_hints(cls)[field_name(parts[0])])
     return len(parts) == 1 or sub is None or has_key(sub, parts[1:])
 
 
@@ -247,9 +260,9 @@ def find_unknown(cls: type, data: dict[str, Any]) -> list[str] | None:
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key, value in data.items():
-        if key not in names:
+        if field_name(str(key)) not in names:
             return [str(key)]
-        sub = _section_type(hints[key])
+        sub = _section_type(hints[field_name(str(key))])
         if sub is not None and isinstance(value, dict):
             below = find_unknown(sub, value)
             if below is not None:
@@ -259,7 +272,7 @@ def find_unknown(cls: type, data: dict[str, Any]) -> list[str] | None:
 
 def to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {config_key(f.name): to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, list | tuple):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -272,7 +285,7 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     rows = []
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
+        key = f"{prefix}{config_key(f.name)}"
         if dataclasses.is_dataclass(hints[f.name]):
             rows += describe(hints[f.name], key + ".")
             continue

@@ -61,7 +61,7 @@ def judge_model(cfg: OnlineRoot, run: RunParts) -> tuple[torch.nn.Module, Any]:
 @SOURCES.register("reward")
 def reward_source(cfg: OnlineRoot, run: RunParts) -> PreferenceSource:
     """The task's reward functions, in the task's reward pool (section ``reward``: workers, timeout, ...)."""
-    pool = task_pool(run.task, PoolOptions.of(getattr(cfg, "reward", None)))
+    pool = task_pool(run.task, PoolOptions.for_run(cfg))
     return RewardSource(run.task.reward_functions(), failure_value=cfg.algo.reward_failure_value, pool=pool)
 
 

@@ -37,6 +37,15 @@ at all on CUDA, and would duplicate in every worker. Pure-Python rewards are wha
 that uses torch on the CPU works (a worker sets torch to one thread: the OpenMP pool of a forked torch hangs).
 
 Workers see the reward functions as they were when the pool started (a fork is a snapshot).
+
+**Ray backend** (``PoolOptions(backend="ray")``, :mod:`llmrl.rewards.pool_ray`; ``ray.reward_workers`` in a
+recipe). The same calls, results and failure rules, with chunks of calls as Ray tasks (at most ``workers``
+running at once, anywhere on the cluster) instead of forked processes: the functions are cloudpickled into
+the object store once per pool (the same snapshot rule); a call past ``timeout`` (wall clock minus the time its
+worker waited for a CPU, as here) fails as a timeout, and a task that does not return by ``LOAD_GRACE`` ×
+``timeout`` per call has its worker killed (``ray.cancel(force=True)``); a worker that dies fails only the call
+it was running (its chunk is re-sent one call per task; Ray never retries, so no call is counted twice);
+``memory_mb`` bounds each Ray worker process like a forked one.
 """
 
 from __future__ import annotations
@@ -94,8 +103,14 @@ class PoolOptions:
     timeout: float = 5.0
     memory_mb: int = 4096
     max_abs: float = FLOAT32_MAX
+    backend: str = "processes"
+    """``processes`` (forked workers, the module doc) or ``ray`` (Ray tasks, :mod:`llmrl.rewards.pool_ray`)."""
+    worker_cpus: float = 1.0
+    """``ray``: CPUs Ray reserves for each reward task."""
 
     def __post_init__(self) -> None:
+        if self.backend not in ("processes", "ray"):
+            raise ValueError(f"reward pool backend must be processes or ray, got {self.backend!r}")
         for name, ok, need in (("workers", self.workers is None or self.workers >= 0, ">= 0 or null"),
                                ("timeout", self.timeout > 0, "> 0"), ("memory_mb", self.memory_mb >= 0, ">= 0"),
                                ("max_abs", self.max_abs > 0, "> 0")):
@@ -109,6 +124,15 @@ class PoolOptions:
         base = {} if section is None else {k: getattr(section, k) for k in ("workers", "timeout", "memory_mb",
                                                                               "max_abs") if hasattr(section, k)}
         return cls(**{**base, **{k: v for k, v in override.items() if v is not None}})
+
+    @classmethod
+    def for_run(cls, cfg: Any) -> PoolOptions:
+        """A run's options: its ``reward`` section, on Ray tasks when ``ray.enabled`` and ``ray.reward_workers``
+        > 0 (then ``workers`` = ``ray.reward_workers``)."""
+        ray = getattr(cfg, "ray", None)
+        if ray is not None and ray.enabled and ray.reward_workers > 0:
+            return cls.of(cfg.reward, backend="ray", workers=ray.reward_workers, worker_cpus=ray.worker_cpus)
+        return cls.of(getattr(cfg, "reward", None))
 
 
 @dataclass
@@ -144,7 +168,8 @@ class RewardPool:
         self.stats = PoolStats()
         self._procs: Processes | None = None
         self._finalizer: Any = None
-        self._pooled = self.workers > 0 and hasattr(os, "fork")
+        self._pooled = self.workers > 0 and (hasattr(os, "fork") or self.options.backend == "ray")
+        self._ray: Any = None  # the ray backend's state (llmrl.rewards.pool_ray.RayCalls)
 
     # -- lifecycle
     def _ensure(self, names: list[tuple[int, str]], calls: list[tuple[int, Callable[..., Any]]]) -> Processes:
@@ -155,8 +180,19 @@ class RewardPool:
             self._finalizer = weakref.finalize(self, Processes.close, self._procs)
         return self._procs
 
+    def start(self) -> None:
+        """Fork the template process now, from the calling thread (it is otherwise forked on the first call):
+        a pool that a background thread will use is started from the main thread, since forking a process
+        while another thread holds a lock can leave the child stuck on it. No-op for in-process and Ray pools."""
+        if not self._pooled or self.options.backend != "processes":
+            return
+        rewards, verdicts = self._factory()
+        table = [(REWARD, n, f) for n, f in rewards.items()] + [(CHECK, n, f) for n, f in verdicts.items()]
+        self._ensure([(kind, n) for kind, n, _f in table], [(kind, f) for kind, _n, f in table])
+
     def close(self) -> None:
         """Stop the template and every worker (idempotent; the pool starts again if used)."""
+        self._ray = None
         if self._finalizer is not None:
             self._finalizer()
         self._procs = self._finalizer = None
@@ -183,6 +219,11 @@ class RewardPool:
         results: list[list[Any]] = [[_PENDING] * len(table) for _ in completions]
         remote = tuple(k for k in wanted if self._pooled and not getattr(table[k][2], IN_PROCESS, False))
         todo = [(p, remote) for p in range(len(completions))] if remote else []
+        if todo and self.options.backend == "ray":  # Ray tasks (llmrl.rewards.pool_ray); fills results
+            from llmrl.rewards.pool_ray import score_on_ray
+
+            score_on_ray(self, names, table, completions, samples, todo, results)
+            todo = []
         run = self._start(names, table, completions, samples, todo, results) if todo else None
         _local(table, completions, samples, [(p, tuple(k for k in wanted if k not in remote))
                                              for p in range(len(completions))], results)

@@ -112,7 +112,7 @@ class SequenceRewards:
         time / memory bounds, failures score ``algo.reward_failure_value``)."""
         if self.rm is not None:
             return self.rm
-        pool = task_pool(self.run.task, PoolOptions.of(getattr(self.cfg, "reward", None)))
+        pool = task_pool(self.run.task, PoolOptions.for_run(self.cfg))
         fail = self.cfg.algo.reward_failure_value
         return lambda completion, sample: pool.score([completion], [sample], failure_value=fail)[0].total
 
