@@ -32,7 +32,8 @@ def per_seq(values: list[float]) -> torch.Tensor:
 
 
 def test_registry_names() -> None:
-    assert ADVANTAGES.names() == ["dr_grpo", "gae", "grpo", "reinforce", "reinforce_pp", "remax", "rloo"]
+    assert ADVANTAGES.names() == ["dr_grpo", "gae", "grpo", "grpo_turn", "reinforce", "reinforce_pp", "remax", "rloo",
+                                  "rloo_turn"]
 
 
 def test_token_rewards_hand_values() -> None:

@@ -25,17 +25,17 @@ SNAPSHOT = json.loads((ROOT / "tests" / "data" / "config_snapshot.json").read_te
 
 TOP = ["trainer", "seed", "output_dir", "steps", "log_every", "threads", "progress", "save_every", "save_minutes",
        "keep_checkpoints"]
-RL = ["model", "task", "rollout", "reward", "logging", "algo", "optim", "eval", "sft", "critic"]
-PREF = ["model", "task", "rollout", "reward", "logging", "algo", "optim", "eval", "sft", "pref"]
+RL = ["model", "task", "rollout", "reward", "ray", "logging", "algo", "optim", "eval", "sft", "critic"]
+PREF = ["model", "task", "rollout", "reward", "ray", "logging", "algo", "optim", "eval", "sft", "pref"]
 SECTIONS = {
     "rl": RL,
     "dvpo": [*RL, "gvm"],
-    "dvpo_value": ["model", "task", "rollout", "reward", "logging", "optim", "eval", "sft", "gvm"],
+    "dvpo_value": ["model", "task", "rollout", "reward", "ray", "logging", "optim", "eval", "sft", "gvm"],
     "mpo": [*RL, "mix"],
     "dpo": PREF,
     "online_dpo": [*PREF, "online"],
     "onpo": [*PREF, "online"],
-    "reward_model": ["model", "task", "rollout", "reward", "logging", "optim", "eval", "sft", "rm"],
+    "reward_model": ["model", "task", "rollout", "reward", "ray", "logging", "optim", "eval", "sft", "rm"],
 }
 
 

@@ -24,10 +24,11 @@ def test_environment_tokens_get_no_gradient():
     model, tok = build_tiny_model(TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64),
                                   tok, seed=0)
     task = get_task("arithmetic", digits=2, ops=["+"])
-    env = RetryEnvironment(task, max_turns=2)
+    env = RetryEnvironment(task)
     samples = task.samples(4, "train", 0)
     params = SamplingParams(max_new_tokens=5, temperature=1.0, n=2, seed=0)
-    eps = generate_episodes(KVCacheSampler(model, tok), tok, samples, params, None, env=env, max_turns=2)
+    eps = generate_episodes(KVCacheSampler(model, tok), tok, samples, params, None, env=lambda: RetryEnvironment(task),
+                            max_turns=2)
     assert len(eps) == 8 and all(len(e.turn_spans) == 2 for e in eps)
     for e in eps:  # env text sits between the two policy turns with mask 0
         (s1, e1), (s2, _) = e.turn_spans

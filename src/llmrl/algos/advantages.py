@@ -12,6 +12,10 @@ with equal ids form a group (samples of the same prompt).
 Standard deviations: ``grpo`` uses the UNBIASED group std (as ``torch.std``, divisor n−1, like the
 GRPO reference implementations), with std := 0 for groups of size 1 (advantage 0). ``reinforce_pp``
 whitens with the unbiased std over all valid tokens of the batch (``llmrl.core.ops.masked_whiten``).
+
+Turn-level estimators (``grpo_turn``, ``rloo_turn``; multi-turn episodes) declare ``needs_turn_ids = True``
+and also take ``turn_ids`` [B, T] (:func:`turn_index`: the policy turn of each target position): they credit
+each turn with its own return over the later turns (per-turn rewards sit on each turn's last token).
 """
 
 from __future__ import annotations
@@ -173,6 +177,98 @@ def reinforce(rewards: Tensor, mask: Tensor, *, group_ids: Tensor, baseline: Ten
     """REINFORCE with a baseline: A_b = R_b − baseline_b, baseline kept by the caller (see
     :class:`RunningMean`); a 0-d baseline broadcasts to every sequence."""
     return _broadcast(sequence_returns(rewards, mask) - _need(baseline, "reinforce"), mask)
+
+
+# ------------------------------------------------------------------------------ turn-level estimators
+def needs_turns(fn: AdvantageFn) -> bool:
+    """Whether an estimator takes ``turn_ids`` (turn-level estimators declare ``needs_turn_ids = True``); the RL
+    loop passes ``turn_ids=turn_index(...)`` only to those."""
+    return bool(getattr(fn, "needs_turn_ids", False))
+
+
+def turn_index(turn_spans: list[list[tuple[int, int]]], mask: Tensor) -> Tensor:
+    """[B, T] long: the policy turn k (0-based) of each target position, −1 elsewhere. Turn k of row b spans
+    tokens ``[start, end)`` (``Episode.turn_spans``), i.e. target positions ``start − 1 .. end − 2`` of the
+    shifted mask (:class:`llmrl.core.types.Batch`); positions with mask 0 stay −1."""
+    B, T = mask.shape
+    if len(turn_spans) != B:
+        raise ValueError(f"turn_index: {len(turn_spans)} span rows for a batch of {B}")
+    ids = torch.full((B, T), -1, dtype=torch.long, device=mask.device)
+    for b, spans in enumerate(turn_spans):
+        for k, (start, end) in enumerate(spans):
+            ids[b, max(start - 1, 0): max(min(end - 1, T), 0)] = k
+    return torch.where(mask > 0, ids, -1)
+
+
+def turn_returns(rewards: Tensor, mask: Tensor, turn_ids: Tensor, gamma: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Per-turn returns G_{b,k} = Σ_{j≥k} γ^{j−k} R_{b,j}, where R_{b,j} = Σ of row b's rewards on the tokens of
+    turn j (its environment/task reward sits on the turn's last token, −β·kl on every token), and whether
+    row b has turn k.  -> ([B, K] returns, [B, K] bool), K = the most turns of a row (detached)."""
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"turn-level advantage: gamma must be in [0, 1], got {gamma}")
+    if turn_ids.shape != mask.shape:
+        raise ValueError(f"turn_ids {tuple(turn_ids.shape)} and mask {tuple(mask.shape)} differ in shape")
+    valid = (turn_ids >= 0) & (mask > 0)  # [B, T]
+    K = int(turn_ids.max().item()) + 1 if valid.any() else 0
+    B = mask.shape[0]
+    r = torch.where(valid, rewards.detach() * mask, 0.0)  # [B, T]
+    k = torch.where(valid, turn_ids, 0)  # [B, T]
+    R = torch.zeros(B, max(K, 1), dtype=r.dtype, device=r.device).scatter_add_(1, k, r)[:, :K]  # [B, K]
+    present = torch.zeros(B, max(K, 1), dtype=torch.long, device=r.device).scatter_add_(1, k, valid.long())
+    present = present[:, :K] > 0  # [B, K]
+    G = torch.zeros_like(R)
+    running = torch.zeros(B, dtype=R.dtype, device=R.device)
+    for j in range(K - 1, -1, -1):
+        running = torch.where(present[:, j], R[:, j] + gamma * running, running)
+        G[:, j] = torch.where(present[:, j], running, 0.0)
+    return G, present
+
+
+def _turn_advantages(rewards: Tensor, mask: Tensor, group_ids: Tensor, turn_ids: Tensor, gamma: float,
+                     kind: str, eps: float) -> Tensor:
+    """Shared body of the turn-level estimators: returns normalised within (group, turn index)."""
+    G, present = turn_returns(rewards, mask, turn_ids, gamma)  # [B, K]
+    B, K = G.shape
+    if K == 0:
+        return torch.zeros_like(mask)
+    inv_g, _ = _group_index(group_ids, G[:, 0])  # [B]
+    key = (inv_g.unsqueeze(1) * K + torch.arange(K, device=G.device)).masked_select(present)  # [N]
+    g = G.masked_select(present)  # [N] one entry per (row, turn) that exists
+    inv, n = _group_index(key, g)
+    total = _group_sum(g, inv)
+    if kind == "rloo":
+        adv = torch.where(n > 1, g - (total - g) / (n - 1).clamp(min=1), 0.0)
+    else:
+        centered = g - total / n
+        std = (_group_sum(centered**2, inv) / (n - 1).clamp(min=1)).sqrt()
+        adv = torch.where(n > 1, centered / (std + eps), 0.0) if kind == "grpo" else centered
+    A = torch.zeros_like(G).masked_scatter_(present, adv)  # [B, K]
+    per_token = A.gather(1, turn_ids.clamp(min=0).clamp(max=K - 1))  # [B, T]
+    return torch.where((turn_ids >= 0) & (mask > 0), per_token, 0.0) * mask
+
+
+@ADVANTAGES.register("grpo_turn")
+def grpo_turn(rewards: Tensor, mask: Tensor, *, group_ids: Tensor, baseline: Tensor | None, turn_ids: Tensor,
+              gamma: float = 1.0, scale_by_std: bool = True, eps: float = 1e-6) -> Tensor:
+    """Turn-level GRPO for multi-turn episodes: each policy turn k of row b gets
+    A_{b,k} = (G_{b,k} − mean G_{·,k}) / (std G_{·,k} + eps), the mean and UNBIASED std taken over the rows
+    of b's group that have a turn k (:func:`turn_returns`: G discounted by γ across turns); broadcast over
+    the turn's tokens. A (group, turn) with one row gets 0. ``scale_by_std=False``: G − mean only.
+    ``turn_ids``: :func:`turn_index`. With one turn per row and γ = 1 this is :func:`grpo`."""
+    return _turn_advantages(rewards, mask, group_ids, turn_ids, gamma, "grpo" if scale_by_std else "center", eps)
+
+
+@ADVANTAGES.register("rloo_turn")
+def rloo_turn(rewards: Tensor, mask: Tensor, *, group_ids: Tensor, baseline: Tensor | None, turn_ids: Tensor,
+              gamma: float = 1.0) -> Tensor:
+    """Turn-level RLOO: A_{b,k} = G_{b,k} − mean of G_{j,k} over the OTHER rows j of b's group that have a turn
+    k (:func:`turn_returns`, γ across turns), broadcast over the turn's tokens; a (group, turn) with one
+    row gets 0. With one turn per row and γ = 1 this is :func:`rloo`."""
+    return _turn_advantages(rewards, mask, group_ids, turn_ids, gamma, "rloo", 0.0)
+
+
+grpo_turn.needs_turn_ids = True  # type: ignore[attr-defined]
+rloo_turn.needs_turn_ids = True  # type: ignore[attr-defined]
 
 
 class RunningMean:

@@ -19,7 +19,9 @@ class Episode:
     ``tokens``, ``loss_mask`` and ``logprobs`` have one entry per token of the whole sequence.
     ``loss_mask[i] == 1`` iff token i was produced by the policy being trained (0 = prompt, environment,
     other agent). ``logprobs[i]`` is the log-prob the sampler gave token i (0.0 where loss_mask is 0).
-    Single-turn is the special case of one turn.
+    Single-turn is the special case of one turn. Per-turn rewards of multi-turn episodes (environments,
+    multi-agent discussions): ``metadata["turn_rewards"]``, one per ``turn_spans`` entry, summing to
+    ``reward``; the RL loop puts each on its turn's last token.
     """
 
     tokens: list[int]

@@ -5,7 +5,7 @@ model (gvm), and the roots of trainers rl (:class:`RLRoot`), dvpo (:class:`DVPOR
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from llmrl.core.config import ConfigError, doc, requirement
 from llmrl.train.config import EvalConfig, OptimConfig, RootBase, SFTConfig, shared, trainer_field
@@ -94,7 +94,8 @@ class AlgoConfig:
         need(adv is not None, "advantage", f"unknown estimator {self.advantage!r}; valid: {ADVANTAGES.names()}")
         loss = POLICY_LOSSES.get(self.loss) if self.loss in POLICY_LOSSES else None
         need(loss is not None, "loss", f"unknown loss {self.loss!r}; valid: {POLICY_LOSSES.names()}")
-        check_options(adv, self.advantage_options, "algo.advantage_options", reserved=("group_ids", "baseline"))
+        check_options(adv, self.advantage_options, "algo.advantage_options",
+                      reserved=("group_ids", "baseline", "turn_ids"))
         check_options(loss, self.loss_options, "algo.loss_options")
         if self.shaping is not None:
             need(self.shaping in SHAPERS, "shaping", f"unknown shaper {self.shaping!r}; valid: {SHAPERS.names()}")
@@ -178,9 +179,18 @@ class RLRoot(RootBase):
     eval: EvalConfig = shared(EvalConfig)
     sft: SFTConfig = shared(SFTConfig)
     critic: CriticConfig = doc("value model of PPO (advantage gae) and DVPO", factory=CriticConfig)
+    RL_LOOP: ClassVar[bool] = True
 
     def validate(self) -> Self:
         self.validate_shared()
+        r, need = self.rollout, requirement("rollout")
+        need(not r.async_ or self.algo.recompute_logprobs, "async",
+             "needs algo.recompute_logprobs=true: a sample is up to one policy version stale, so the trainer "
+             "recomputes the old log-probs under the policy it trains (algo.rollout_correction: tis / mis weight "
+             "them against the sampler's)")
+        need(not r.async_ or r.backend != "vllm" or (self.ray.enabled and self.ray.rollout_workers > 0), "async",
+             "with backend vllm needs the Ray rollout workers (ray.enabled, ray.rollout_workers > 0): the "
+             "in-process background generator runs on a copy of the policy, not on a second vLLM engine")
         t = self.rollout.temperature
         requirement("rollout")(t > 0, "temperature", f"must be > 0 for RL (the policy's log-probs are taken at the "
                                                      f"sampling temperature; 0 = greedy only samples), got {t!r}")

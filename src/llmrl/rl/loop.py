@@ -10,13 +10,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmrl.algos import ADVANTAGES, KLController, kl_estimate, sequence_kl, token_rewards
+from llmrl.algos.advantages import needs_turns, turn_index
 from llmrl.algos.rollout_correction import correction_weights, mismatch_metrics
+from llmrl.algos.turn_rewards import turn_token_rewards
 from llmrl.core.config import to_dict
+from llmrl.core.errors import ConfigError
 from llmrl.core.seed import derive_seed, rng_state, seed_everything
 from llmrl.core.types import Batch
-from llmrl.rl.baselines import Baseline, build_baseline
+from llmrl.rl.baselines import Baseline, GreedyBaseline, build_baseline
 from llmrl.rl.critic import build_critic
 from llmrl.rl.rewarding import SequenceRewards
+from llmrl.rl.rollouts import build_rollout_source
 from llmrl.rollout.base import sync_weights
 from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import DataStream
@@ -55,6 +59,10 @@ class _FirstForward:
 
 def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Run RL as configured; returns the summary (also written to ``<output_dir>/summary.json``)."""
+    if cfg.rollout.agents.count and not cfg.rollout.agents.shared:  # separate policies: their own small trainer
+        from llmrl.rl.agents_loop import train_separate
+
+        return train_separate(cfg, resume)
     t0 = time.time()
     seed_everything(cfg.seed)
     run: RunParts = build_run(cfg, resume, cfg.algo.kl_coef)  # model, reference, generator, task, data, SFT
@@ -72,7 +80,11 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     baseline = build_baseline(cfg, run)  # what the estimator subtracts (remax: greedy reward, ...), or None
     dp.refuse(critic=critic is not None, **{"rollout.dynamic_sampling": cfg.rollout.dynamic_sampling,
               "reward model / length penalty / shaping": scorer.active,
-              f"{a.advantage} baseline": type(baseline) is not Baseline})
+              f"{a.advantage} baseline": type(baseline) is not Baseline,
+              "rollout.agents": cfg.rollout.agents.count > 0})
+    if cfg.rollout.agents.count and (scorer.active or isinstance(baseline, GreedyBaseline)):
+        raise ConfigError("rollout.agents: the MAPoRL per-round rewards do not combine with a reward model, length "
+                          f"penalty, reward shaping or the {a.advantage} baseline")
     dp.shard_collector(collect, cfg.rollout.prompts_per_step)  # this rank's share of the prompt groups
     kl_ctl = KLController(a.kl_coef, a.kl_target, a.kl_horizon)  # β of the KL penalty: fixed or adaptive
     stateful = {"baseline": baseline, "kl_ctl": kl_ctl, "rewards": scorer, **({"critic": critic} if critic else {})}
@@ -86,11 +98,14 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         for key in stateful.keys() & state.keys():
             stateful[key].load_state_dict(state[key])
         dp.sync()  # the rollout replica gets the resumed weights
+    # where batches come from: in-process now (default), Ray rollout workers, one step ahead (rollout.async)
+    rollouts = build_rollout_source(cfg, run, collect, data, lambda step: sampling_params(
+        cfg, seed=derive_seed(cfg.seed, "rollout", step)), dp.distributed)
     log, run.before = open_log(out, state, lambda: evaluate_run(run, cfg, step=0), cfg)
 
     def checkpoint(step: int) -> Path:
         return save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler, keep=cfg.keep_checkpoints,
-                               state={"data_position": data.position, "bad_steps": bad.count, "rng": rng_state(),
+                               state={"data_position": rollouts.data_position, "bad_steps": bad.count, "rng": rng_state(),
                                       **{k: obj.state_dict() for k, obj in stateful.items()}},
                                extra_models=extra, config=to_dict(cfg))
 
@@ -104,7 +119,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     for step in saves.steps(start):  # after each: checkpoint if due; RunInterrupted after a SIGINT/SIGTERM
         t_step = time.time()
         # 1. generate groups of completions and score them (task reward / reward model → length pen. → shaping)
-        ro = collect(sampling_params(cfg, seed=derive_seed(cfg.seed, "rollout", step)))
+        ro = rollouts.next(step)
         batch = Batch.collate(ro.episodes, run.pad_id)
         if cfg.rollout.overlong_filter:
             batch.mask[torch.tensor([e.truncated for e in ro.episodes])] = 0.0
@@ -126,10 +141,20 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         # 3. advantages: token rewards (score on the last token, KL penalty β = kl_ctl.value) → registered estimator
         kl = kl_estimate(batch.old_logprobs, batch.ref_logprobs, a.kl_estimator) if run.ref is not None else None
         beta = kl_ctl.value  # β of this step: in the reward (kl_in_reward) or as a loss term
-        rewards = token_rewards(batch.scores * a.sequence_reward, batch.mask, kl, beta * a.kl_in_reward)  # [B, T]
-        batch.advantages = ADVANTAGES.get(a.advantage)(rewards, batch.mask, group_ids=batch.group_ids,
-                                                       baseline=baseline(rewards, batch, ro.episodes, step),
-                                                       **a.advantage_options)
+        if any("turn_rewards" in e.metadata for e in ro.episodes):  # per-turn rewards (environments,
+            # rollout.agents) on each turn's last token; an episode without them: its score on its last turn
+            # (the score's change by a length penalty / shaping, score − Σ turn rewards, goes to the last turn)
+            per_turn = [[*t[:-1], t[-1] + float(sc) - sum(t)] if (t := e.metadata.get("turn_rewards"))
+                        else [0.0] * (len(e.turn_spans) - 1) + [float(sc)]
+                        for e, sc in zip(ro.episodes, batch.scores.tolist(), strict=True)]
+            rewards = turn_token_rewards([[r * a.sequence_reward for r in t] for t in per_turn],
+                                         [e.turn_spans for e in ro.episodes], batch.mask, kl, beta * a.kl_in_reward)
+        else:
+            rewards = token_rewards(batch.scores * a.sequence_reward, batch.mask, kl, beta * a.kl_in_reward)  # [B, T]
+        estimator = ADVANTAGES.get(a.advantage)  # turn-level ones also get each token's policy turn
+        turns = {"turn_ids": turn_index([e.turn_spans for e in ro.episodes], batch.mask)} if needs_turns(estimator) else {}
+        batch.advantages = estimator(rewards, batch.mask, group_ids=batch.group_ids,
+                                     baseline=baseline(rewards, batch, ro.episodes, step), **turns, **a.advantage_options)
         if critic is not None:
             batch.returns = critic.targets(rewards, batch)  # GAE returns: the value targets
             score_metrics.update(critic.batch_metrics(batch))
@@ -157,6 +182,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         if step > warm:
             dp.sync()  # torchrun: the trainer's weights into the rollout replica
             sync_weights(run.generator, run.model)  # backends with their own copy of the weights (vllm)
+            rollouts.updated()  # Ray workers / the async copy get the new weights before their next batch
         # 5. log, evaluate, checkpoint
         t_end = time.time()
         rec = log.log(step, dp.reduce({**ro.metrics, **score_metrics, **upd_sum, **mismatch, **auto_micro.metrics(), "kl_coef": beta,
@@ -166,6 +192,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         if eval_due(step, cfg.eval.every, cfg.steps):
             run.last_eval = log.log(step, evaluate_run(run, cfg, step), kind="eval")
         run.show(bar, step, rec, cfg.log_every)
+    rollouts.close()
     if bar is not None:
         bar.close()
     if critic is not None and not critic.frozen:

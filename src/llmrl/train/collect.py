@@ -12,7 +12,7 @@ from llmrl.core.types import Episode, Sample
 from llmrl.rewards.pool import PoolOptions, RewardPool, task_pool
 from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.rollout.episodes import generate_episodes
-from llmrl.rollout.multiturn import Environment
+from llmrl.rollout.multiturn import EnvironmentFactory, finish_turn_rewards
 from llmrl.tasks.base import Task
 from llmrl.train.config import RewardConfig
 
@@ -85,7 +85,8 @@ class Collector:
     With dynamic sampling (DAPO), groups whose rewards are all equal carry no signal: they are dropped and
     more prompts are drawn, for at most ``max_rounds`` (if every group was dropped, the last round's groups
     are returned unchanged). ``overlong_buffer`` / ``overlong_factor``: DAPO's soft overlong punishment
-    (:func:`overlong_penalty`); ``env`` / ``max_turns``: multi-turn episodes; ``reward``: where and under
+    (:func:`overlong_penalty`); ``env`` / ``max_turns`` / ``max_episode_tokens``: multi-turn episodes (an environment factory,
+    :mod:`llmrl.rollout.multiturn`); ``reward``: where and under
     which limits the reward functions run (the ``reward`` config section; None = the defaults), in
     ``pool`` (:func:`~llmrl.rewards.pool.task_pool`)."""
 
@@ -100,15 +101,17 @@ class Collector:
     max_rounds: int = 4
     overlong_buffer: int = 0
     overlong_factor: float = 1.0
-    env: Environment | None = None
+    env: EnvironmentFactory | None = None  # a fresh environment per episode (rollout.env)
     max_turns: int = 1
+    max_episode_tokens: int = 0  # token budget of a multi-turn episode (0 = none)
     reward: RewardConfig | None = None  # the reward pool's settings (None = defaults)
+    pool_options: PoolOptions | None = None  # instead of ``reward``: e.g. PoolOptions.for_run (Ray reward workers)
     pool: RewardPool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # The task's shared pool with these settings: later score_episodes(task) calls (evaluation, the ReMax
         # baseline) use it too. Its processes start on the first call.
-        self.pool = task_pool(self.task, PoolOptions.of(self.reward))
+        self.pool = task_pool(self.task, self.pool_options or PoolOptions.of(self.reward))
 
     def __call__(self, params: SamplingParams) -> Rollouts:
         """The step's rollouts; round r of dynamic sampling uses seed ``params.seed + r``."""
@@ -120,9 +123,12 @@ class Collector:
         while True:
             p = replace(params, seed=None if base_seed is None else base_seed + rounds)
             eps = generate_episodes(self.generator, self.tokenizer, self.data.next(prompts), p, self.chat_template,
-                                    group_offset=rounds * prompts, env=self.env, max_turns=self.max_turns)
+                                    group_offset=rounds * prompts, env=self.env, max_turns=self.max_turns,
+                                    max_episode_tokens=self.max_episode_tokens)
             score_episodes(eps, self.task, self.failure_value, params.max_new_tokens, self.overlong_buffer,
                            self.overlong_factor, self.pool)
+            for e in eps:  # environment rewards per turn + the task's on the last: metadata["turn_rewards"]
+                finish_turn_rewards(e)
             all_eps += eps
             groups: dict[int, list[Episode]] = defaultdict(list)
             for e in eps:

@@ -10,7 +10,7 @@ declared with :func:`shared`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from llmrl.core.config import check_fields, doc, requirement
 from llmrl.core.device import device_spec_issue
@@ -85,6 +85,44 @@ class TaskConfig:
 
 
 @dataclass
+class AgentsConfig:
+    """``rollout.agents``: multi-agent discussion episodes (MAPoRL; docs/agents.md). ``count`` agents answer each
+    question, then ``rounds`` − 1 times see the others' latest answers (mask 0) and revise; every agent's episode
+    is trained with per-round rewards on the last token of each round's turn."""
+
+    count: int = doc("agents per discussion; 0 = off (single-agent episodes), else >= 2", 0, ge=0)
+    rounds: int = doc("rounds of a discussion (round 0 = independent answers)", 3, ge=1)
+    gamma: float = doc("MAPoRL discount of the later rounds' mean scores in an agent's reward", 0.3, ge=0, le=1)
+    missing_reward: float = doc("reward of a round whose answer the task finds missing / malformed "
+                                "(task.is_well_formed false)", -10.0)
+    shared: bool = doc("one shared policy for all agents, trained by the RL loop (true); false = separate "
+                       "policies, each with its own critic and optimizer (a smaller trainer: llmrl.rl.agents_loop; "
+                       "no resume, LoRA or torchrun)", True)
+    roles: list[str] | None = doc("one role per agent: a system message (chat template) or a prompt prefix "
+                                  "(plain text); null = the same prompt for all", None)
+    template: str = doc("the message shown in round t > 0, with {answers} (the others' answers) and {question}",
+                        "These are the answers of the other agents:\n{answers}\nUsing them as additional "
+                        "information, give your updated answer to the question: {question}")
+    answer_template: str = doc("each other agent's answer in {answers}, with {agent} (1-based) and {answer}",
+                               "Agent {agent}: {answer}")
+    separator: str = doc("between the other agents' answers in {answers}", "\n")
+
+    def validate(self) -> None:
+        need = requirement("rollout.agents")
+        need(self.count != 1, "count", "a discussion needs at least 2 agents (0 = off)")
+        if not self.count:
+            return
+        need(self.roles is None or len(self.roles) == self.count, "roles",
+             f"needs one role per agent ({self.count}), got {None if self.roles is None else len(self.roles)}")
+        for key, text, fields in (("template", self.template, {"answers": "", "question": ""}),
+                                  ("answer_template", self.answer_template, {"agent": 1, "answer": ""})):
+            try:
+                text.format(**fields)
+            except (KeyError, IndexError, ValueError) as e:
+                need(False, key, f"may only use the fields {sorted(fields)}: {e!r}")
+
+
+@dataclass
 class RolloutConfig:
     prompts_per_step: int = doc("prompts per RL step", 16, ge=1)
     samples_per_prompt: int = doc("samples per prompt (the group size)", 8, ge=1)
@@ -103,7 +141,17 @@ class RolloutConfig:
                                                     "(a colocated vLLM engine; installed separately)", "kvcache")
     env: str | None = doc("multi-turn environment (registered name, e.g. retry); null = single turn", None)
     env_options: dict[str, Any] = doc("keyword options of the environment", factory=dict)
-    max_turns: int = doc("policy turns per episode when an environment is set", 2, ge=1)
+    max_turns: int = doc("policy turns per episode when an environment is set (the environment may end it "
+                         "sooner)", 2, ge=1)
+    max_episode_tokens: int = doc("token budget of a multi-turn episode: it ends when its next turn could take it "
+                                  "past this many tokens (prompt, turns and environment messages); 0 = none", 0, ge=0)
+    agents: AgentsConfig = doc("multi-agent discussion episodes (MAPoRL): count, rounds, gamma, shared, roles, "
+                               "templates; count 0 = off", factory=AgentsConfig)
+    async_: bool = doc("one-step asynchronous RL (key rollout.async): batch t+1 is generated (by the Ray rollout "
+                       "workers with ray.enabled, else by a background thread on a copy of the policy) while the "
+                       "trainer trains on batch t, so each sample is at most one policy version stale "
+                       "(logged as staleness/*); needs algo.recompute_logprobs (TIS / MIS with "
+                       "algo.rollout_correction); docs/scaling.md", False)
 
 
 @dataclass
@@ -167,6 +215,36 @@ class RewardConfig:
 
 
 @dataclass
+class RayConfig:
+    """``ray``: rollout and reward workers on a Ray cluster (pip install 'llmrl[ray]'; docs/scaling.md)."""
+
+    enabled: bool = doc("place rollout / reward workers on Ray (a local cluster unless address is set)", False)
+    address: str | None = doc("Ray cluster to join (ray.init(address=...), e.g. auto or ray://HOST:10001); null = "
+                              "start a local cluster in this process (or use the one already initialised)", None)
+    num_cpus: int | None = doc("CPUs of the local cluster started when address is null; null = every core", None,
+                               ge=1)
+    rollout_workers: int = doc("Ray actors each holding a replica of the policy and its generator "
+                               "(rollout.backend); the prompt groups of a step are split over them and the "
+                               "weights are pushed through the object store after each optimizer step; 0 = "
+                               "generate in the training process", 1, ge=0)
+    reward_workers: int = doc("Ray tasks running the task's reward functions at once (the reward pool's ray "
+                              "backend: reward.timeout / memory_mb / max_abs as with processes); 0 = the "
+                              "process pool of reward.workers", 0, ge=0)
+    worker_cpus: float = doc("CPUs Ray reserves for each rollout actor and each reward task", 1.0, gt=0)
+
+    def validate(self) -> None:
+        need = requirement("ray")
+        need(self.enabled or (self.address is None), "address", "set ray.enabled=true too")
+        if self.enabled:
+            import importlib.util
+
+            need(importlib.util.find_spec("ray") is not None, "enabled",
+                 "Ray is not installed: pip install 'llmrl[ray]' (or set ray.enabled=false)")
+            need(self.rollout_workers > 0 or self.reward_workers > 0, "enabled",
+                 "no Ray workers asked for: set ray.rollout_workers and/or ray.reward_workers > 0")
+
+
+@dataclass
 class WandbConfig:
     enabled: bool = doc("also log the metrics, and the resolved config as the run's config, to Weights & Biases "
                         "(pip install 'llmrl[trackers]')", False)
@@ -207,6 +285,7 @@ _SHARED_HELP: dict[type, str] = {
     EvalConfig: "held-out evaluation",
     SFTConfig: "supervised warm start before RL",
     RewardConfig: "where and under which limits the task's reward functions run",
+    RayConfig: "rollout and reward workers on a Ray cluster (the RL trainers)",
     LoggingConfig: "where metrics go besides metrics.jsonl: TensorBoard, Weights & Biases, MLflow",
 }
 
@@ -244,7 +323,9 @@ class RootBase:
     task: TaskConfig = shared(TaskConfig)
     rollout: RolloutConfig = shared(RolloutConfig)
     reward: RewardConfig = shared(RewardConfig)
+    ray: RayConfig = shared(RayConfig)
     logging: LoggingConfig = shared(LoggingConfig)
+    RL_LOOP: ClassVar[bool] = False  # the root of a trainer running llmrl.rl.loop (rollout.async, Ray rollout workers)
 
     def validate_shared(self) -> None:
         """Every field's declared choices and bounds (:func:`check_fields`) and the registered task name; a
@@ -259,3 +340,17 @@ class RootBase:
             model_need(issue is None, key, issue or "")
         need = requirement("task")
         need(self.task.name in TASKS, "name", f"unknown task {self.task.name!r}; valid: {TASKS.names()}")
+        self.ray.validate()
+        r = self.rollout
+        r.agents.validate()
+        if r.agents.count:
+            need = requirement("rollout.agents")
+            need(self.RL_LOOP, "count", f"read by the RL loop only (trainers rl, dvpo), not by trainer {self.trainer!r}")
+            for key, on in (("rollout.env", r.env is not None), ("rollout.dynamic_sampling", r.dynamic_sampling),
+                            ("rollout.async", r.async_),
+                            ("ray.rollout_workers", self.ray.enabled and self.ray.rollout_workers > 0)):
+                need(not on, "count", f"multi-agent discussions do not combine with {key}")
+        loop_only = f"read by the RL loop only (trainers rl, dvpo), not by trainer {self.trainer!r}"
+        requirement("rollout")(self.RL_LOOP or not self.rollout.async_, "async", loop_only)
+        requirement("ray")(self.RL_LOOP or not (self.ray.enabled and self.ray.rollout_workers), "rollout_workers",
+                           loop_only + " (set ray.rollout_workers=0 to keep the Ray reward workers)")

@@ -17,7 +17,8 @@ from llmrl.core.progress import progress_bar
 from llmrl.core.seed import derive_seed
 from llmrl.rewards.pool import PoolOptions, task_pool
 from llmrl.rollout.base import Generator, SamplingParams
-from llmrl.rollout.multiturn import ENVIRONMENTS, Environment
+from llmrl.rollout.multiturn import EnvironmentFactory, environment_factory
+from llmrl.train.agent_collect import AgentCollector, build_agent_collector, evaluate_discussion
 from llmrl.train.build import (
     build_data,
     build_generator,
@@ -52,7 +53,7 @@ class RunParts:
     test: list[Sample]
     ref: torch.nn.Module | None = None
     ref_context: Callable[[], AbstractContextManager[Any]] = nullcontext
-    env: Environment | None = None
+    env: EnvironmentFactory | None = None  # a fresh environment per episode (rollout.env)
     max_turns: int = 1
     pad_id: int = 0
     show_progress: bool = True
@@ -90,7 +91,9 @@ def build_run(cfg: Root, resume: bool, kl_coef: float = 0.0) -> RunParts:
     apply_threads(cfg)
     out = Path(cfg.output_dir)
     task = build_task(cfg)
-    task_pool(task, PoolOptions.of(cfg.reward))  # where its rewards run: worker processes, time/memory bounds
+    task_pool(task, PoolOptions.for_run(cfg))  # where its rewards run: worker processes, time/memory bounds
+    r = cfg.rollout  # the environment: unknown names / bad options fail before anything is written
+    env = environment_factory(r.env, task, r.env_options) if r.env else None
     train, test = build_data(cfg, task)
     sft_dir, sft_seconds = out / "sft_model", 0.0
     resumed_sft = cfg.sft.steps > 0 and resume and (sft_dir / "config.json").is_file()
@@ -112,7 +115,6 @@ def build_run(cfg: Root, resume: bool, kl_coef: float = 0.0) -> RunParts:
     model.eval()  # no dropout in RL: sampler and trainer must score the same policy
     ref, ref_ctx = build_reference(model, cfg, kl_coef)
     r = cfg.rollout
-    env = ENVIRONMENTS.get(r.env)(task, max_turns=r.max_turns, **r.env_options) if r.env else None
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     return RunParts(model=model, tokenizer=tok, generator=build_generator(model, tok, r.backend), task=task,
                     train=train, test=test, ref=ref, ref_context=ref_ctx, env=env, max_turns=r.max_turns if env else 1,
@@ -184,22 +186,34 @@ def evaluate_run(run: RunParts, cfg: Root, step: int) -> dict[str, float]:
     """Held-out evaluation of the policy (its rollout replica under torchrun: rank 0 only, others get {})."""
     if not is_main():
         return {}
-    e = cfg.eval
-    return evaluate(run.generator, run.tokenizer, run.task, run.test,
-                    max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens, chat_template=cfg.model.chat_template,
-                    pass_k=e.pass_k, n_samples=e.samples, temperature=e.temperature, seed=derive_seed(cfg.seed, step),
-                    batch_size=e.batch_size, stop=cfg.rollout.stop)
+    e, ag = cfg.eval, cfg.rollout.agents
+    out = evaluate(run.generator, run.tokenizer, run.task, run.test,
+                   max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens, chat_template=cfg.model.chat_template,
+                   pass_k=e.pass_k, n_samples=e.samples, temperature=e.temperature, seed=derive_seed(cfg.seed, step),
+                   batch_size=e.batch_size, stop=cfg.rollout.stop)
+    if ag.count:  # rollout.agents: the discussion's accuracy per round (round 0 = each agent alone)
+        out.update(evaluate_discussion([run.generator] * ag.count, run.tokenizer, run.task, run.test, agents=ag,
+                                       chat_template=cfg.model.chat_template,
+                                       max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
+                                       temperature=e.temperature, seed=derive_seed(cfg.seed, "discussion", step),
+                                       batch_size=e.batch_size, stop=cfg.rollout.stop))
+    return out
 
 
-def build_collector(run: RunParts, cfg: Root, data: DataStream, failure_value: float) -> Collector:
+def build_collector(run: RunParts, cfg: Root, data: DataStream,
+                    failure_value: float) -> Collector | AgentCollector:
     """The RL loop's rollout collector (``rollout`` settings), drawing prompts from ``data``; a reward function
-    that fails scores ``failure_value`` (the RL trainers pass ``algo.reward_failure_value``)."""
+    that fails scores ``failure_value`` (the RL trainers pass ``algo.reward_failure_value``); multi-agent
+    discussions with ``rollout.agents`` (:mod:`llmrl.train.agent_collect`)."""
     r = cfg.rollout
+    if r.agents.count:
+        return build_agent_collector(run.generator, run.tokenizer, run.task, cfg, data, failure_value)
     return Collector(run.generator, run.tokenizer, run.task, data, prompts=r.prompts_per_step,
                      chat_template=cfg.model.chat_template, failure_value=failure_value,
                      dynamic_sampling=r.dynamic_sampling, max_rounds=r.max_sampling_rounds,
                      overlong_buffer=r.overlong_buffer, overlong_factor=r.overlong_penalty, env=run.env,
-                     max_turns=run.max_turns, reward=cfg.reward)
+                     max_turns=run.max_turns, max_episode_tokens=r.max_episode_tokens, reward=cfg.reward,
+                     pool_options=PoolOptions.for_run(cfg))
 
 
 def save_final(run: RunParts, cfg: Root) -> None:
