@@ -155,12 +155,27 @@ class SandboxResult:
 
 
 # -- bwrap ------------------------------------------------------------------------------------------------
+def _interpreter() -> str:
+    """The Python that runs sandboxed code: the real interpreter behind ``sys.executable`` (a virtualenv's
+    ``bin/python`` is a link to it; the code runs with ``-I -S``, so the venv's packages are not needed)."""
+    return os.path.realpath(sys.executable)
+
+
+def _hidden_by_tmpfs(path: str) -> bool:
+    return os.path.commonpath([os.path.realpath(path), SANDBOX_TMP]) == SANDBOX_TMP
+
+
 def _bwrap_args(tmp_mb: int, *, size: bool = True) -> list[str]:
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     if size:
         args += ["--size", str(tmp_mb << 20)]
-    return args + ["--tmpfs", SANDBOX_TMP, "--chdir", SANDBOX_TMP, "--hostname", "sandbox", "--clearenv",
+    args += ["--tmpfs", SANDBOX_TMP]
+    # an interpreter installed under /tmp would be hidden by the fresh /tmp: bind its installation back, read-only
+    for where in dict.fromkeys(os.path.realpath(p) for p in (sys.base_prefix, os.path.dirname(_interpreter()))):
+        if _hidden_by_tmpfs(where):
+            args += ["--ro-bind", where, where]
+    return args + ["--chdir", SANDBOX_TMP, "--hostname", "sandbox", "--clearenv",
                    "--setenv", "PATH", _PATH, "--setenv", "HOME", WORK_DIR, "--setenv", "LANG", "C.UTF-8"]
 
 
@@ -171,7 +186,7 @@ def _bwrap_mode() -> bool | None:
         return None
     for size in (True, False):
         try:
-            proc = subprocess.run([*_bwrap_args(16, size=size), sys.executable, "-I", "-S", "-c", "pass"],
+            proc = subprocess.run([*_bwrap_args(16, size=size), _interpreter(), "-I", "-S", "-c", "pass"],
                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return None
@@ -420,7 +435,7 @@ def run_python(code: str, *, stdin: str = "", limits: Limits | None = None, file
             if nproc and not root:  # RLIMIT_NPROC counts all of this uid's processes outside a user namespace
                 nproc += _processes_of(os.getuid())
         memory = limits.memory_mb << 20
-        argv = [*prefix, sys.executable, "-I", "-S", "-c", _BOOTSTRAP, src, dst, str(math.ceil(limits.cpu_seconds)),
+        argv = [*prefix, _interpreter(), "-I", "-S", "-c", _BOOTSTRAP, src, dst, str(math.ceil(limits.cpu_seconds)),
                 str(memory), str(nproc), str(memory)]
         return _execute(argv, env, cwd, limits, cgroup, isolated=mode is not None)
     finally:
