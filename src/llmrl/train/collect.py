@@ -14,7 +14,6 @@ from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.rollout.episodes import generate_episodes
 from llmrl.rollout.multiturn import EnvironmentFactory, finish_turn_rewards
 from llmrl.tasks.base import Task
-from llmrl.train.config import RewardConfig
 
 
 class DataStream:
@@ -86,9 +85,10 @@ class Collector:
     more prompts are drawn, for at most ``max_rounds`` (if every group was dropped, the last round's groups
     are returned unchanged). ``overlong_buffer`` / ``overlong_factor``: DAPO's soft overlong punishment
     (:func:`overlong_penalty`); ``env`` / ``max_turns`` / ``max_episode_tokens``: multi-turn episodes (an environment factory,
-    :mod:`llmrl.rollout.multiturn`); ``reward``: where and under
-    which limits the reward functions run (the ``reward`` config section; None = the defaults), in
-    ``pool`` (:func:`~llmrl.rewards.pool.task_pool`)."""
+    :mod:`llmrl.rollout.multiturn`); ``pool_options``: where and
+    under which limits the reward functions run (the ``reward`` and ``ray`` config sections:
+    :meth:`~llmrl.rewards.pool.PoolOptions.for_run`; None = the defaults), in ``pool``
+    (:func:`~llmrl.rewards.pool.task_pool`)."""
 
     generator: Generator
     tokenizer: Any
@@ -104,14 +104,13 @@ class Collector:
     env: EnvironmentFactory | None = None  # a fresh environment per episode (rollout.env)
     max_turns: int = 1
     max_episode_tokens: int = 0  # token budget of a multi-turn episode (0 = none)
-    reward: RewardConfig | None = None  # the reward pool's settings (None = defaults)
-    pool_options: PoolOptions | None = None  # instead of ``reward``: e.g. PoolOptions.for_run (Ray reward workers)
+    pool_options: PoolOptions | None = None  # the reward pool's settings (PoolOptions.for_run; None = defaults)
     pool: RewardPool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # The task's shared pool with these settings: later score_episodes(task) calls (evaluation, the ReMax
         # baseline) use it too. Its processes start on the first call.
-        self.pool = task_pool(self.task, self.pool_options or PoolOptions.of(self.reward))
+        self.pool = task_pool(self.task, self.pool_options or PoolOptions())
 
     def __call__(self, params: SamplingParams) -> Rollouts:
         """The step's rollouts; round r of dynamic sampling uses seed ``params.seed + r``."""

@@ -114,7 +114,6 @@ def build_run(cfg: Root, resume: bool, kl_coef: float = 0.0) -> RunParts:
         model = apply_lora(model, r=lo.r, alpha=lo.alpha, dropout=lo.dropout, target_modules=lo.target_modules)
     model.eval()  # no dropout in RL: sampler and trainer must score the same policy
     ref, ref_ctx = build_reference(model, cfg, kl_coef)
-    r = cfg.rollout
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     return RunParts(model=model, tokenizer=tok, generator=build_generator(model, tok, r.backend), task=task,
                     train=train, test=test, ref=ref, ref_context=ref_ctx, env=env, max_turns=r.max_turns if env else 1,
@@ -212,7 +211,7 @@ def build_collector(run: RunParts, cfg: Root, data: DataStream,
                      chat_template=cfg.model.chat_template, failure_value=failure_value,
                      dynamic_sampling=r.dynamic_sampling, max_rounds=r.max_sampling_rounds,
                      overlong_buffer=r.overlong_buffer, overlong_factor=r.overlong_penalty, env=run.env,
-                     max_turns=run.max_turns, max_episode_tokens=r.max_episode_tokens, reward=cfg.reward,
+                     max_turns=run.max_turns, max_episode_tokens=r.max_episode_tokens,
                      pool_options=PoolOptions.for_run(cfg))
 
 
