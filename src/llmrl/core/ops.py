@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -42,10 +44,42 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
+_BATCH_SUM: ContextVar[Callable[[Tensor], Tensor] | None] = ContextVar("llmrl_batch_sum", default=None)
+
+
+@contextmanager
+def whole_batch(sum_shares: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Within the block, :func:`masked_whiten` takes its mean and variance over the whole batch of which this
+    process holds a share: ``sum_shares(t)`` returns the 1-d tensor ``t`` summed element-wise over the shares
+    (an all-reduce over the data-parallel ranks). Outside any such block the batch is the tensor itself."""
+    token = _BATCH_SUM.set(sum_shares)
+    try:
+        yield
+    finally:
+        _BATCH_SUM.reset(token)
+
+
+def _whole_batch_moments(x: Tensor, mask: Tensor,
+                         sum_shares: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    """(mean, unbiased variance) of the masked entries over every share (as masked_mean / masked_var), summed
+    in float64 whatever ``x``'s dtype (the result does not depend on how the batch is split), as ``x.dtype``."""
+    xd, md = x.double(), mask.double()
+    s = sum_shares(torch.stack([(xd * md).sum(), md.sum()]))
+    n = s[1]
+    mean = s[0] / n.clamp(min=1)
+    var = sum_shares(((xd - mean) ** 2 * md).sum().reshape(1))[0] / n.clamp(min=1)
+    var = torch.where(n > 1, var * n / (n - 1).clamp(min=1), var)
+    return mean.to(x.dtype), var.to(x.dtype)
+
+
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / std over the masked entries; masked-out entries are returned as 0."""
-    mean = masked_mean(x, mask)
-    std = masked_var(x, mask).clamp(min=0).sqrt()
+    """(x - mean) / std over the masked entries; masked-out entries are returned as 0. Inside a
+    :func:`whole_batch` block the mean and std are those of every process's share together."""
+    if (sum_shares := _BATCH_SUM.get()) is not None:
+        mean, var = _whole_batch_moments(x, mask.to(x.dtype), sum_shares)
+    else:
+        mean, var = masked_mean(x, mask), masked_var(x, mask)
+    std = var.clamp(min=0).sqrt()
     out = (x - mean) if shift_mean else x
     return out / (std + eps) * mask
 

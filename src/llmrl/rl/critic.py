@@ -17,6 +17,13 @@ Modes (``critic`` config section):
   policy loss (``LossSpec.aux`` = :meth:`Critic.joint_loss`) and one optimizer steps the policy and the
   head; during the critic warm-up steps only the head is trained, on detached features.
 * ``frozen`` (DVPO): values only; :meth:`update` does nothing and nothing is checkpointed but the step.
+
+Under torchrun (docs/scaling.md) a trained separate critic is sharded like the policy: FSDP2 ``fully_shard``
+in place (:func:`~llmrl.train.distributed.shard_in_place`), gradients reduce-scattered as sums, each rank's
+value loss normalised by the minibatch's global token count (:func:`~llmrl.train.distributed.global_counts`),
+so the step equals one process's; its weights and AdamW states go into the sharded (DCP) checkpoint. A frozen
+critic is replicated (a full copy per rank, no gradient); ``share_backbone`` is refused (the policy is the FSDP
+trainer, the head would sit on the rollout replica).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,12 +43,11 @@ from llmrl.core.errors import ConfigError
 from llmrl.core.seed import derive_seed
 from llmrl.models.device import module_device
 from llmrl.models.value_head import ScalarHeadModel, load_scalar_model, scalar_model_from_policy
+from llmrl.train.distributed import all_finite, full_state, global_counts, is_main, shard_in_place, world
 from llmrl.train.optim import build_optimizer
 from llmrl.train.update import micro_batches
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from llmrl.config import Config
     from llmrl.core.types import Batch
 
@@ -55,6 +62,13 @@ class Critic:
         self.grad_clip, self.vf_coef, self.value_clip = grad_clip, vf_coef, value_clip
         self.micro_batch_size, self.gamma, self.lam = micro_batch_size, gamma, lam
         self.optimizer: torch.optim.Optimizer | None = None
+        self.template: nn.Module | None = None  # sharded: the unsharded structure on the meta device (save)
+        if not frozen and world() is not None:
+            if shared:
+                raise ConfigError("critic.share_backbone: not supported under torchrun (the policy is the FSDP "
+                                  "trainer); use a separate critic (the default) or run in one process")
+            self.template = _meta_copy(model)
+            self.model = shard_in_place(model)
         if frozen:
             model.requires_grad_(False)
         else:
@@ -104,16 +118,17 @@ class Critic:
         if self.optimizer is None or (self.shared and policy_step):
             return {}
         self.optimizer.zero_grad(set_to_none=True)
-        num_seqs, num_tokens = float(mb.size), float(mb.mask.sum().clamp(min=1))
+        num_seqs, num_tokens = global_counts(float(mb.size), float(mb.mask.sum()))  # over every rank (torchrun)
         sums: dict[str, float] = {}
         for _, micro in micro_batches(mb, self.micro_batch_size):
             loss, metrics = self.joint_loss(micro, num_seqs, num_tokens, backbone_grad=not self.shared)
-            if not torch.isfinite(loss):
+            if not all_finite(loss):  # on every rank: they skip together
                 self.optimizer.zero_grad(set_to_none=True)
                 return {"critic/skipped": 1.0}
             loss.backward()
-            for k, x in metrics.items():
-                sums[k] = sums.get(k, 0.0) + micro.size / num_seqs * float(x)
+            for k, x in metrics.items():  # the loss is already this micro-batch's share; the rest are its means
+                w = 1.0 if k == "critic/vf_loss" else micro.size / num_seqs
+                sums[k] = sums.get(k, 0.0) + w * float(x)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf)
         if not torch.isfinite(norm):
@@ -142,15 +157,34 @@ class Critic:
         """What a checkpoint must hold: the head under share_backbone (the policy holds the rest)."""
         return self.model.head if self.shared else self.model
 
+    @property
+    def sharded(self) -> bool:
+        """FSDP2-sharded (torchrun): weights and optimizer states go into the DCP checkpoint, not state_dict."""
+        return self.template is not None
+
+    def checkpoint_optimizer(self) -> dict[str, torch.optim.Optimizer]:
+        """``{"critic": optimizer}`` when sharded (saved with its shards in the DCP checkpoint), else {}."""
+        return {"critic": self.optimizer} if self.sharded and self.optimizer is not None else {}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
+        keep = self.optimizer is not None and not self.sharded
+        return {"optimizer": self.optimizer.state_dict() if keep else None}  # type: ignore[union-attr]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
 
     def save(self, path: str | Path, tokenizer: Any = None) -> Path:
-        return self.model.save(path, tokenizer)
+        """The value model as a directory (:meth:`ScalarHeadModel.save`). Sharded: every rank gathers the full
+        weights (collective), rank 0 writes them through an unsharded copy of the structure."""
+        if self.template is None:
+            return self.model.save(path, tokenizer)
+        full = full_state(self.model)
+        if is_main():
+            plain = copy.deepcopy(self.template).to_empty(device="cpu")
+            plain.load_state_dict(full)
+            plain.save(path, tokenizer)  # type: ignore[operator]
+        return Path(path)
 
 
 def build_critic(policy: nn.Module, cfg: Config) -> Critic | None:
@@ -175,6 +209,15 @@ def build_critic(policy: nn.Module, cfg: Config) -> Critic | None:
     return Critic(model, shared=c.share_backbone, frozen=c.frozen, lr=c.lr, betas=o.betas, eps=o.eps,
                   weight_decay=o.weight_decay, grad_clip=c.grad_clip, vf_coef=c.vf_coef, value_clip=c.value_clip,
                   micro_batch_size=c.micro_batch_size or a.micro_batch_size, gamma=gamma, lam=lam)
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """``model``'s structure with every parameter and buffer on the meta device (no memory): what a sharded
+    critic's full weights are loaded into, after ``to_empty``, to be saved."""
+    memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+                            for p in model.parameters()}
+    memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
+    return copy.deepcopy(model, memo)
 
 
 def _check_vocab(critic: ScalarHeadModel, policy: nn.Module, path: str) -> None:

@@ -17,7 +17,7 @@ from llmrl.core.config import to_dict
 from llmrl.core.errors import ConfigError
 from llmrl.core.seed import derive_seed, rng_state, seed_everything
 from llmrl.core.types import Batch
-from llmrl.rl.baselines import Baseline, GreedyBaseline, build_baseline
+from llmrl.rl.baselines import Baseline, GreedyBaseline, ValueBaseline, build_baseline
 from llmrl.rl.critic import build_critic
 from llmrl.rl.rewarding import SequenceRewards
 from llmrl.rl.rollouts import build_rollout_source
@@ -78,21 +78,24 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     data = DataStream(run.train, cfg.seed)
     collect = build_collector(run, cfg, data, a.reward_failure_value)  # groups of completions, scored
     baseline = build_baseline(cfg, run)  # what the estimator subtracts (remax: greedy reward, ...), or None
-    dp.refuse(critic=critic is not None, **{"rollout.dynamic_sampling": cfg.rollout.dynamic_sampling,
-              "reward model / length penalty / shaping": scorer.active,
-              f"{a.advantage} baseline": type(baseline) is not Baseline,
+    dp.refuse(**{f"algo.shaping={a.shaping}": scorer.ref_policy is not None and "each rank would sample and "
+                 "cache its own prompts' reference rewards: another random stream than one process, a cache only "
+                 "rank 0 saves",
+              f"{a.advantage} baseline": type(baseline) not in (Baseline, ValueBaseline),  # gae: the critic's values
               "rollout.agents": cfg.rollout.agents.count > 0})
     if cfg.rollout.agents.count and (scorer.active or isinstance(baseline, GreedyBaseline)):
         raise ConfigError("rollout.agents: the MAPoRL per-round rewards do not combine with a reward model, length "
                           f"penalty, reward shaping or the {a.advantage} baseline")
-    dp.shard_collector(collect, cfg.rollout.prompts_per_step)  # this rank's share of the prompt groups
+    collect = dp.shard_collector(collect, cfg.rollout.prompts_per_step)  # this rank's share of the prompt groups
     kl_ctl = KLController(a.kl_coef, a.kl_target, a.kl_horizon)  # β of the KL penalty: fixed or adaptive
     stateful = {"baseline": baseline, "kl_ctl": kl_ctl, "rewards": scorer, **({"critic": critic} if critic else {})}
     extra = {"critic": critic.module()} if critic is not None and not critic.frozen else {}
+    sharded = critic.checkpoint_optimizer() if critic is not None else {}  # torchrun: the critic's AdamW, in DCP
     bad = BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")
     auto_micro = AutoMicroBatch(run.model, o.memory_budget_gb, micro_batch_size=a.micro_batch_size,
                                 reference=run.ref is not None and run.ref is not run.model)  # 0: from the budget
-    state = resume_state(out, resume, policy, optimizer, scheduler, extra, config=to_dict(cfg))
+    state = resume_state(out, resume, policy, optimizer, scheduler, extra, config=to_dict(cfg),
+                         extra_optimizers=sharded)
     if state is not None:
         data.position, bad.count = state["data_position"], state["bad_steps"]
         for key in stateful.keys() & state.keys():
@@ -107,7 +110,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         return save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler, keep=cfg.keep_checkpoints,
                                state={"data_position": rollouts.data_position, "bad_steps": bad.count, "rng": rng_state(),
                                       **{k: obj.state_dict() for k, obj in stateful.items()}},
-                               extra_models=extra, config=to_dict(cfg))
+                               extra_models=extra, config=to_dict(cfg), extra_optimizers=sharded)
 
     saves = Checkpoints(checkpoint, cfg.save_every, cfg.save_minutes, cfg.steps)  # + on SIGINT/SIGTERM
     spec = LossSpec(loss=a.loss, loss_options=a.loss_options, agg=a.loss_agg,
@@ -153,8 +156,9 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             rewards = token_rewards(batch.scores * a.sequence_reward, batch.mask, kl, beta * a.kl_in_reward)  # [B, T]
         estimator = ADVANTAGES.get(a.advantage)  # turn-level ones also get each token's policy turn
         turns = {"turn_ids": turn_index([e.turn_spans for e in ro.episodes], batch.mask)} if needs_turns(estimator) else {}
-        batch.advantages = estimator(rewards, batch.mask, group_ids=batch.group_ids,
-                                     baseline=baseline(rewards, batch, ro.episodes, step), **turns, **a.advantage_options)
+        with dp.whole_batch():  # torchrun: batch whitening (gae, reinforce_pp) over every rank's share
+            batch.advantages = estimator(rewards, batch.mask, group_ids=batch.group_ids,
+                                         baseline=baseline(rewards, batch, ro.episodes, step), **turns, **a.advantage_options)
         if critic is not None:
             batch.returns = critic.targets(rewards, batch)  # GAE returns: the value targets
             score_metrics.update(critic.batch_metrics(batch))
@@ -188,7 +192,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         rec = log.log(step, dp.reduce({**ro.metrics, **score_metrics, **upd_sum, **mismatch, **auto_micro.metrics(), "kl_coef": beta,
                              "lr": scheduler.get_last_lr()[0], "time/generate": t_gen - t_step,
                              "time/score": t_score - t_gen, "time/update": t_end - t_score},
-                                      summed=frozenset(upd_sum) - {"grad_norm"}))  # torchrun: over the ranks
+                                      summed=frozenset(upd_sum) - {"grad_norm", "critic/grad_norm",
+                                                                   "critic/skipped"}))  # torchrun: over the ranks
         if eval_due(step, cfg.eval.every, cfg.steps):
             run.last_eval = log.log(step, evaluate_run(run, cfg, step), kind="eval")
         run.show(bar, step, rec, cfg.log_every)

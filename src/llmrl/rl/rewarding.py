@@ -15,6 +15,12 @@
    those instead. Running statistics (meanstd, clip, minmax) are checkpointed too.
 
 Without any of the three, the episode rewards pass through unchanged.
+
+Under torchrun each rank scores its own episodes (the reward model is replicated on every rank; the length
+penalty is per episode); a shaper without references is applied to every rank's scores gathered in global
+order, so its running statistics (meanstd, clip, minmax) are those of one process. The reference shapers are
+refused there (each rank would sample and cache its own prompts' references: another random stream than one
+process, and a cache that rank 0 alone checkpoints).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from llmrl.rewards.shaping import (
     stack_reference_rewards,
 )
 from llmrl.tasks.base import prompt_key
+from llmrl.train.distributed import gather_rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -78,9 +85,14 @@ class SequenceRewards:
             metrics["reward/model"] = float(scores.mean())
         if self.penalty:
             scores = length_penalty(scores, [e.num_policy_tokens for e in episodes], **self.penalty)
-        if self.shaping is not None:
-            refs = self.reference_rewards([e.sample for e in episodes], step) if self.ref_policy else None
+        if self.shaping is not None and self.ref_policy is not None:
+            refs = self.reference_rewards([e.sample for e in episodes], step)
             scores = shape_rewards(self.shaping, scores, ref_rewards=refs, stats=self.stats, **self.options)
+            metrics["reward/shaped"] = float(scores.mean())
+        elif self.shaping is not None:  # torchrun: the running statistics see every rank's scores, in order
+            whole, start = gather_rows(scores)
+            shaped = shape_rewards(self.shaping, whole, stats=self.stats, **self.options)
+            scores = shaped[start : start + len(episodes)]
             metrics["reward/shaped"] = float(scores.mean())
         return scores.to(torch.float32), metrics
 

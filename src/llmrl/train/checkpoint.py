@@ -47,9 +47,12 @@ def _fsync_tree(path: Path) -> None:
 def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, state: dict[str, Any], keep: int = 2,
                     extra_models: Mapping[str, torch.nn.Module] | None = None,
-                    config: Mapping[str, Any] | None = None) -> Path:
+                    config: Mapping[str, Any] | None = None,
+                    extra_optimizers: Mapping[str, torch.optim.Optimizer] | None = None) -> Path:
     """Write ``step``'s checkpoint atomically; ``extra_models`` (e.g. ``{"critic": critic}``) are saved as
-    ``<name>.safetensors`` next to the model (their optimizer states belong in ``state``); ``config`` (the run's
+    ``<name>.safetensors`` next to the model (their optimizer states belong in ``state``; under torchrun, the
+    sharded extra models named in ``extra_optimizers`` go into the DCP checkpoint with those optimizers, and
+    the other extra models are not saved); ``config`` (the run's
     resolved config as plain data) as ``config.json``. An OSError (a full disk, say) raises a CheckpointError
     naming the directory, after removing the partial one: the last good checkpoint stays ``latest``."""
     from llmrl.train.distributed import world
@@ -57,7 +60,8 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, opt
     if world() is not None:  # under torchrun: sharded, through torch.distributed.checkpoint
         from llmrl.train.dist_checkpoint import save_sharded
 
-        return save_sharded(ckpt_dir, step, model, optimizer, scheduler, state, keep, config)
+        return save_sharded(ckpt_dir, step, model, optimizer, scheduler, state, keep, config,
+                            _sharded_extras(extra_models, extra_optimizers))
     root = Path(ckpt_dir)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}_{os.getpid()}"
@@ -86,6 +90,12 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, opt
                               f"({last or 'none'}) is intact") from None
     _prune(root, keep)
     return final
+
+
+def _sharded_extras(models: Mapping[str, torch.nn.Module] | None,
+                    optimizers: Mapping[str, torch.optim.Optimizer] | None) -> dict[str, Any]:
+    """name → (model, optimizer) of the extra models that a torchrun checkpoint shards with their optimizer."""
+    return {k: (models[k], opt) for k, opt in (optimizers or {}).items() if k in (models or {})}
 
 
 def _publish(tmp: Path, final: Path, latest_tmp: Path) -> None:
@@ -146,14 +156,16 @@ def checkpoint_config(path: str | Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, extra_models: Mapping[str, torch.nn.Module] | None = None) -> dict[str, Any]:
+                    scheduler: Any, extra_models: Mapping[str, torch.nn.Module] | None = None,
+                    extra_optimizers: Mapping[str, torch.optim.Optimizer] | None = None) -> dict[str, Any]:
     """Restore model/optimizer/scheduler (and ``extra_models``) in place; return the saved state dict (step,
     RNG, data...). Under torchrun: a sharded checkpoint (:mod:`llmrl.train.dist_checkpoint`)."""
     from llmrl.train import dist_checkpoint
     from llmrl.train.distributed import world
 
     if world() is not None:
-        return dist_checkpoint.load_sharded(path, model, optimizer, scheduler)
+        return dist_checkpoint.load_sharded(path, model, optimizer, scheduler,
+                                            _sharded_extras(extra_models, extra_optimizers))
     dist_checkpoint.refuse_sharded(path)
     p = Path(path)
     missing, unexpected = _load_weights(model, p / "model.safetensors")

@@ -13,6 +13,10 @@ unpickler that accepts only DCP's own metadata classes, ``torch.Size``, dtypes a
 which also refuses metadata declaring any byte-stream item (DCP would unpickle such an item's data unrestricted). ``optim.pt`` / ``state.pt``
 are read with ``torch.load(weights_only=True)`` as before.
 
+Other trained models of the run (the PPO critic: ``extras``, name → (FSDP model, optimizer)) are saved the
+same way beside the policy, as ``<name>/model`` and ``<name>/optim`` in the DCP state and their param groups
+in ``optim.pt``.
+
 Resuming on another world size works: DCP reshards the saved tensors to the new FSDP layout, and the data
 state is global (every rank draws the same stream). A single-process checkpoint is refused under torchrun,
 and a torchrun checkpoint is refused in one process, each with a one-line message.
@@ -75,17 +79,27 @@ class SafeReader(FileSystemReader):
         return metadata
 
 
-def _tensor_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], list[Any]]:
-    """(``{"model": ..., "optim": ...}`` tensors only, the optimizer's param groups: plain data)."""
+Extras = Mapping[str, tuple[torch.nn.Module, torch.optim.Optimizer]]
+"""Other sharded models of a run with their optimizers, by name (``{"critic": (critic, its AdamW)}``)."""
+
+
+def _tensor_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  extras: Extras | None = None) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """(``{"model": ..., "optim": ..., "<name>/model": ..., "<name>/optim": ...}`` tensors only, each
+    optimizer's param groups (plain data) by ``""`` for the policy and the extras' names)."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    msd, osd = get_state_dict(model, optimizer)
-    return {"model": msd, "optim": osd["state"]}, osd["param_groups"]
+    tensors, groups = {}, {}
+    for name, (m, opt) in {"": (model, optimizer), **(extras or {})}.items():
+        msd, osd = get_state_dict(m, opt)
+        prefix = f"{name}/" if name else ""
+        tensors[f"{prefix}model"], tensors[f"{prefix}optim"], groups[name] = msd, osd["state"], osd["param_groups"]
+    return tensors, groups
 
 
 def save_sharded(ckpt_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any, state: dict[str, Any], keep: int = 2,
-                 config: Mapping[str, Any] | None = None) -> Path:
+                 config: Mapping[str, Any] | None = None, extras: Extras | None = None) -> Path:
     """Write ``step``'s sharded checkpoint (every rank calls it; collective); returns its path."""
     from llmrl.train.checkpoint import _prune, _publish
 
@@ -98,11 +112,12 @@ def save_sharded(ckpt_dir: str | Path, step: int, model: torch.nn.Module, optimi
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     dist.barrier()
-    tensors, groups = _tensor_state(model, optimizer)
+    tensors, groups = _tensor_state(model, optimizer, extras)
     dcp.save(tensors, storage_writer=FileSystemWriter(tmp / "dcp"))  # returns once every rank's data is written
     if main:
         try:
-            torch.save({"param_groups": groups, "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+            torch.save({"param_groups": groups.pop(""), "scheduler": scheduler.state_dict(),
+                        **({"extra_param_groups": groups} if groups else {})}, tmp / "optim.pt")
             torch.save({**state, "step": step, "world_size": dist.get_world_size()}, tmp / "state.pt")
             if config is not None:
                 (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
@@ -122,9 +137,9 @@ def is_sharded(path: str | Path) -> bool:
 
 
 def load_sharded(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Any) -> dict[str, Any]:
-    """Restore a sharded checkpoint into the FSDP ``model`` and its optimizer (every rank; collective), on
-    any world size; returns the saved state (step, RNG, data...)."""
+                 scheduler: Any, extras: Extras | None = None) -> dict[str, Any]:
+    """Restore a sharded checkpoint into the FSDP ``model`` and its optimizer (and ``extras``; every rank;
+    collective), on any world size; returns the saved state (step, RNG, data...)."""
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     from llmrl.train.checkpoint import _load_data
@@ -135,7 +150,10 @@ def load_sharded(path: str | Path, model: torch.nn.Module, optimizer: torch.opti
                               f"--resume, no --nproc)")
     state = _load_data(p / "state.pt")
     meta = _load_data(p / "optim.pt")
-    tensors, _ = _tensor_state(model, optimizer)
+    tensors, _ = _tensor_state(model, optimizer, extras)
+    saved_groups = {"": meta["param_groups"], **meta.get("extra_param_groups", {})}
+    if missing := sorted(set(extras or {}) - set(saved_groups)):
+        raise CheckpointError(f"{p}: holds no {', '.join(missing)} (written by a run without it); start afresh")
     try:
         dcp.load(tensors, storage_reader=SafeReader(p / "dcp"))
     except CheckpointError:
@@ -143,8 +161,10 @@ def load_sharded(path: str | Path, model: torch.nn.Module, optimizer: torch.opti
     except Exception as exc:  # a missing shard, a shape that does not match this model
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{p / 'dcp'}: cannot load the sharded checkpoint into this model ({first})") from None
-    set_state_dict(model, optimizer, model_state_dict=tensors["model"],
-                   optim_state_dict={"state": tensors["optim"], "param_groups": meta["param_groups"]})
+    for name, (m, opt) in {"": (model, optimizer), **(extras or {})}.items():
+        prefix = f"{name}/" if name else ""
+        set_state_dict(m, opt, model_state_dict=tensors[f"{prefix}model"],
+                       optim_state_dict={"state": tensors[f"{prefix}optim"], "param_groups": saved_groups[name]})
     scheduler.load_state_dict(meta["scheduler"])
     return state
 
@@ -160,4 +180,4 @@ def refuse_sharded(path: str | Path) -> None:
                               f"(llmrl train --nproc N --resume, any N that divides rollout.prompts_per_step)")
 
 
-__all__ = ["SafeReader", "is_sharded", "load_sharded", "refuse_sharded", "save_sharded"]
+__all__ = ["Extras", "SafeReader", "is_sharded", "load_sharded", "refuse_sharded", "save_sharded"]

@@ -14,7 +14,10 @@ What runs where (docs/scaling.md):
 * the **rollout replica** (``run.model``: what the generator samples from, what evaluation and the final
   save use) is a full copy on every rank, refreshed from the trainer after each step (:meth:`DataParallel.sync`);
   generation therefore needs no collective and ranks may stop decoding at different lengths;
-* the KL **reference** is a frozen full copy on every rank (replicated, no gradient, no optimizer state).
+* the KL **reference** is a frozen full copy on every rank (replicated, no gradient, no optimizer state);
+* a trained PPO **critic** is sharded in place like the trainer (:func:`shard_in_place`), a frozen one replicated;
+* batch statistics are global: advantage whitening inside :meth:`DataParallel.whole_batch`, the shapers'
+  running statistics over :func:`gather_rows`, dynamic sampling through :class:`GlobalDynamicSampling`.
 
 Rank r draws the step's ``prompts_per_step`` prompts from the shared data stream (same seed, same position on
 every rank) and keeps groups ``r·P/N .. (r+1)·P/N`` (a group never spans ranks); each group is generated on its
@@ -27,6 +30,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,13 +38,16 @@ import torch
 import torch.distributed as dist
 
 from llmrl.core.errors import ConfigError
+from llmrl.core.ops import whole_batch
 from llmrl.core.seed import derive_seed
 
 if TYPE_CHECKING:
+    from llmrl.core.types import Episode
     from llmrl.rollout.base import Generation, Generator, SamplingParams
-    from llmrl.train.collect import Collector, DataStream
+    from llmrl.train.collect import Collector, DataStream, Rollouts
 
 T = TypeVar("T")
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,17 @@ def global_counts(num_seqs: float, num_tokens: float) -> tuple[float, float]:
     share of the loss by these, so the summed gradients equal those of one rank holding the whole minibatch."""
     s, t = all_sum([num_seqs, num_tokens])
     return s, max(t, 1.0)
+
+
+def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's 1-d ``x`` concatenated in rank order (the global batch: each rank holds its contiguous
+    share) and this rank's offset in it; ``(x, 0)`` when not distributed."""
+    w = _active()
+    if w is None:
+        return x, 0
+    parts: list[Any] = [None] * w.size
+    dist.all_gather_object(parts, x.tolist())
+    return torch.tensor([v for p in parts for v in p], dtype=x.dtype), sum(len(p) for p in parts[: w.rank])
 
 
 def all_finite(loss: torch.Tensor) -> bool:
@@ -220,6 +238,53 @@ class PerGroupSeeded:
         return getattr(self.inner, name)
 
 
+class GlobalDynamicSampling:
+    """DAPO's dynamic sampling (``rollout.dynamic_sampling``) over the ranks, equal to one process's. All ranks
+    run the same rounds: in round r each one generates and scores its share of the round's prompt groups (the
+    wrapped collector, its own dynamic sampling off, seed ``params.seed + r``, each group seeded by its global
+    index), and the groups whose rewards differ are gathered from every rank in global group order (token ids
+    and rewards, ``all_gather_object``). Once ``prompts`` groups are kept (or after ``max_sampling_rounds``)
+    rank k trains on its contiguous share of the first ``prompts`` kept ones: the data position, the seeds and
+    the kept groups are those of one process. One case differs: when the rounds run out with a kept count that
+    the world size does not divide, the remainder is dropped (ranks need equal shares); with fewer kept groups
+    than ranks, every rank trains on its share of the last round, as one process does when none is kept."""
+
+    def __init__(self, inner: Collector, w: World, prompts: int) -> None:
+        self.inner, self.world, self.prompts, self.max_rounds = inner, w, prompts, inner.max_rounds
+        inner.dynamic_sampling = False  # one round per call
+
+    def __call__(self, params: SamplingParams) -> Rollouts:
+        from llmrl.train.collect import Rollouts, score_summary
+
+        w = self.world
+        kept: list[list[Episode]] = []
+        mine: list[Episode] = []  # everything this rank sampled: the metrics
+        rounds = dropped = 0
+        while True:
+            last = self.inner(replace(params, seed=None if params.seed is None else params.seed + rounds)).episodes
+            mine += last
+            groups: dict[int, list[Episode]] = {}
+            for e in last:
+                groups.setdefault(e.group_id, []).append(e)
+            informative = [g for g in groups.values() if len({e.reward for e in g}) > 1]
+            dropped += len(groups) - len(informative)
+            every: list[Any] = [None] * w.size
+            dist.all_gather_object(every, informative)
+            kept += [g for share in every for g in share]  # rank order = global group order within the round
+            rounds += 1
+            if len(kept) >= self.prompts or rounds >= self.max_rounds:
+                break
+        n = min(len(kept), self.prompts) // w.size  # kept groups per rank
+        episodes = [replace(e, group_id=w.rank * n + i) for i, g in enumerate(kept[w.rank * n : (w.rank + 1) * n])
+                    for e in g] if n else last
+        metrics = score_summary(mine)
+        metrics.update({"groups_kept": float(n), "groups_dropped": float(dropped), "sampling_rounds": float(rounds)})
+        return Rollouts(episodes=episodes, metrics=metrics)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks FSDP2 shards as units: the children of the model's first non-empty ModuleList."""
     for m in model.modules():
@@ -232,20 +297,26 @@ def shard_policy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model`` wrapped by FSDP2 ``fully_shard`` (each decoder layer, then the root), gradients
     reduced as sums. Its log-probs use the full forward (the chunked LM-head path calls submodules directly,
     outside FSDP's hooks)."""
-    from torch.distributed.fsdp import FSDPModule, fully_shard
-
     from llmrl.models.lm_head import set_logits_chunk_tokens
 
     trainer = copy.deepcopy(model)
     set_logits_chunk_tokens(trainer, 0)
-    for layer in decoder_layers(trainer):
+    return shard_in_place(trainer)
+
+
+def shard_in_place(model: M) -> M:
+    """``model`` (an ``nn.Module``) wrapped in place by FSDP2 ``fully_shard``: each decoder layer, then the
+    root; gradients reduce-scattered as plain sums (each rank's loss is normalised by global counts)."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    for layer in decoder_layers(model):
         fully_shard(layer)
-    fully_shard(trainer)
-    for m in trainer.modules():  # per FSDP unit (not recursive): reduce-scatter sums, no 1/N average,
+    fully_shard(model)
+    for m in model.modules():  # per FSDP unit (not recursive): reduce-scatter sums, no 1/N average,
         if isinstance(m, FSDPModule):  # as a plain SUM (gloo has no PREMUL_SUM, which float32 would use)
             m.set_gradient_divide_factor(1.0)
             m.set_force_sum_reduction_for_comms(True)
-    return trainer
+    return model
 
 
 def full_state(trainer: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -286,19 +357,22 @@ class DataParallel:
     def main(self) -> bool:
         return self.world is None or self.world.main
 
-    def refuse(self, **features: bool) -> None:
-        """A one-line ConfigError for the first enabled feature that has no data-parallel path yet."""
+    def refuse(self, **features: bool | str) -> None:
+        """A one-line ConfigError for the first enabled feature that has no data-parallel path (a string value:
+        enabled, and the reason why, shown in the message)."""
         if self.world is not None:
             for name, on in features.items():
                 if on:
-                    raise ConfigError(f"{name}: not supported under torchrun yet ({self.world.size} ranks); run it "
-                                      f"in one process (llmrl train without --nproc)")
+                    why = f" ({on})" if isinstance(on, str) else ""
+                    raise ConfigError(f"{name}: not supported under torchrun yet ({self.world.size} ranks){why}; run "
+                                      f"it in one process (llmrl train without --nproc)")
 
-    def shard_collector(self, collect: Collector, prompts: int) -> None:
-        """Give this rank its share of the step's ``prompts`` groups (a ConfigError unless it divides evenly)."""
+    def shard_collector(self, collect: Collector, prompts: int) -> Collector:
+        """Give this rank its share of the step's ``prompts`` groups (a ConfigError unless it divides evenly);
+        returns the collector to call (with dynamic sampling: :class:`GlobalDynamicSampling` around it)."""
         w = self.world
         if w is None:
-            return
+            return collect
         if prompts % w.size:
             raise ConfigError(f"rollout.prompts_per_step: {prompts} prompt groups do not split evenly over "
                               f"{w.size} ranks")
@@ -306,6 +380,9 @@ class DataParallel:
         collect.prompts = share
         collect.data = RankShard(collect.data, w.rank, w.size)  # type: ignore[assignment]
         collect.generator = PerGroupSeeded(collect.generator, w.rank * share)  # type: ignore[assignment]
+        if collect.dynamic_sampling:
+            return GlobalDynamicSampling(collect, w, prompts)  # type: ignore[return-value]
+        return collect
 
     def share(self, items: list[T], key: str) -> list[T]:
         """This rank's contiguous share of a list every rank holds whole (a ConfigError naming ``key`` unless
@@ -327,6 +404,13 @@ class DataParallel:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return int(t.item()) % 2**31
 
+    def whole_batch(self) -> AbstractContextManager[None]:
+        """Inside the block, batch statistics (the advantage whitening of gae and reinforce_pp) are taken over
+        every rank's share together, as one process holding the whole batch would (two all-reduces)."""
+        if self.world is None:
+            return nullcontext()
+        return whole_batch(lambda t: torch.tensor(all_sum(t.tolist()), dtype=t.dtype, device=t.device))
+
     def mean(self, value: float) -> float:
         return all_sum([value])[0] / self.world.size if self.world is not None else value
 
@@ -343,6 +427,6 @@ class DataParallel:
         return reduce_metrics(metrics, summed) if self.world is not None else dict(metrics)
 
 
-__all__ = ["SUMMED", "DataParallel", "NullLog", "agree_any", "PerGroupSeeded", "RankShard", "World", "all_finite", "all_sum", "barrier",
+__all__ = ["SUMMED", "DataParallel", "GlobalDynamicSampling", "NullLog", "agree_any", "PerGroupSeeded", "RankShard", "World", "all_finite", "all_sum", "barrier", "gather_rows",
            "decoder_layers", "full_state", "global_counts", "init_world", "is_main", "launched", "on_main",
-           "reduce_metrics", "shard_policy", "shutdown", "world"]
+           "reduce_metrics", "shard_in_place", "shard_policy", "shutdown", "world"]

@@ -51,7 +51,8 @@ class BadSteps:
 
 def resume_state(out: str | Path, resume: bool, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any, extra_models: Mapping[str, torch.nn.Module] | None = None,
-                 config: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                 config: Mapping[str, Any] | None = None,
+                 extra_optimizers: Mapping[str, torch.optim.Optimizer] | None = None) -> dict[str, Any] | None:
     """With ``resume``, the state of the latest checkpoint in ``<out>/checkpoints`` (model, optimizer, scheduler
     and ``extra_models`` restored in place, RNG states set); None when not resuming. Resuming with no checkpoint
     is a CheckpointError (never a silent restart); so is a checkpoint written under a ``config`` (the loop's
@@ -64,7 +65,7 @@ def resume_state(out: str | Path, resume: bool, model: torch.nn.Module, optimize
     if ckpt is None:
         raise CheckpointError(f"--resume: no checkpoint in {Path(out) / 'checkpoints'}; nothing to resume (start "
                               f"the run without --resume)")
-    state = load_checkpoint(ckpt, model, optimizer, scheduler, extra_models)
+    state = load_checkpoint(ckpt, model, optimizer, scheduler, extra_models, extra_optimizers)
     set_rng_state(state["rng"])
     return state
 
