@@ -13,6 +13,7 @@ from llmrl.cli.main import main
 from llmrl.core.types import Batch, Episode
 from llmrl.models.tiny import TinyModelSpec, build_char_tokenizer, build_tiny_model
 from llmrl.train.memory import (
+    CPU_ACTIVATION_BYTES,
     AutoMicroBatch,
     GiB,
     ModelShape,
@@ -52,6 +53,37 @@ def test_micro_batch_and_checkpointing_choice(budget, minibatch, can, expected):
     p = plan(SHAPE, budget, minibatch, 10, chunk=8, reference=False, can_checkpoint=can)
     assert (p.micro_batch_size, p.gradient_checkpointing) == expected and p.fits
     assert p.estimate_bytes <= budget
+
+
+@pytest.mark.parametrize("budget,minibatch,expected", [
+    (FLOOR + CHUNK_LOGITS + 100 * PER_SEQ, 8, (8, False)),  # all fits: the whole minibatch
+    (FLOOR + CHUNK_LOGITS + 3 * PER_SEQ, 8, (3, False)),  # a GPU checkpoints here (above); a CPU takes 3 plain
+    (FLOOR + CHUNK_LOGITS + PER_SEQ, 8, (1, False)),  # one plain sequence still fits: no checkpointing
+    (FLOOR + CHUNK_LOGITS + PER_SEQ - 1, 8, (1, True)),  # not even one: checkpointed, 17,599 // 9,600 = 1
+])
+def test_cpu_checkpoints_only_when_not_one_sequence_fits(budget, minibatch, expected):
+    p = plan(SHAPE, budget, minibatch, 10, chunk=8, reference=False, can_checkpoint=True, cpu=True)
+    assert (p.micro_batch_size, p.gradient_checkpointing) == expected and p.fits
+    assert p.estimate_bytes <= budget
+
+
+def test_cpu_caps_the_micro_batch_activations():
+    assert CPU_ACTIVATION_BYTES == 512 * 2**20
+    # 100,000 tokens x 2 layers x 220 values x 4 B = 176,000,000 B a sequence: 536,870,912 // that = 3
+    assert plan(SHAPE, 1000 * GiB, 8, 100_000, chunk=8, reference=False, can_checkpoint=True,
+                cpu=True).micro_batch_size == 3
+    assert plan(SHAPE, 1000 * GiB, 8, 100_000, chunk=8, reference=False, can_checkpoint=True).micro_batch_size == 8
+    # SmolLM2-135M's shape: (12 x 576 + 4 x 1536 + 2 x 384) x 4 B x 30 layers = 1,658,880 B a token; 84 tokens:
+    # 139,345,920 B a sequence -> 3 per micro-batch (the GPU rule, plenty of memory: all 64)
+    smol = ModelShape(layers=30, hidden=576, intermediate=1536, kv_width=384, vocab=49152, params=134_515_008,
+                      trainable=134_515_008)
+    assert sequence_bytes(smol, 84, checkpointing=False) == 139_345_920
+    kw = {"chunk": 1365, "reference": True, "can_checkpoint": True}
+    assert (plan(smol, 100 * GiB, 64, 84, cpu=True, **kw).micro_batch_size, plan(smol, 100 * GiB, 64, 84,
+                                                                                 **kw).micro_batch_size) == (3, 64)
+    # a sequence bigger than the cap: still one at a time, unchecked (it fits the budget)
+    p = plan(smol, 100 * GiB, 64, 400, cpu=True, **kw)
+    assert (p.micro_batch_size, p.gradient_checkpointing) == (1, False)
 
 
 def test_full_logits_path_and_a_budget_below_the_floor():
@@ -112,3 +144,25 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_a_critic_is_counted_in_the_plan_and_follows_it():
+    from llmrl.models.value_head import scalar_model_from_policy
+    from llmrl.rl.critic import Critic
+
+    policy, _ = build_tiny_model(TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,
+                                               intermediate_size=64), build_char_tokenizer(), seed=0)
+    own = scalar_model_from_policy(policy, seed=1)
+    n = sum(p.numel() for p in own.parameters())  # the backbone copy + Linear(32, 1)
+    critic = Critic(own, micro_batch_size=0)
+    assert critic.memory_bytes() == 4 * n * 4  # weights + grads + 2 AdamW moments, float32
+    assert Critic(scalar_model_from_policy(policy, seed=1), frozen=True).memory_bytes() == n * 4
+    shared = Critic(scalar_model_from_policy(policy, share=True, seed=1), shared=True)
+    assert shared.memory_bytes() == 4 * (32 + 1) * 4  # the head only
+    critic.follow(3)
+    assert critic.micro_batch_size == 3  # configured 0: the policy's plan
+    fixed = Critic(scalar_model_from_policy(policy, seed=1), micro_batch_size=2)
+    fixed.follow(3)
+    assert fixed.micro_batch_size == 2  # configured: kept
+    auto = AutoMicroBatch(policy, 10.0, reference=True, extra_bytes=critic.memory_bytes())
+    assert auto.budget == 10 * GiB - critic.memory_bytes()

@@ -56,8 +56,8 @@ class AlgoConfig:
     epochs: int = doc("passes over each rollout batch", 1, ge=1)
     minibatches: int = doc("optimizer steps per epoch (the batch is split into this many)", 1, ge=1)
     micro_batch_size: int = doc("sequences per forward/backward (gradient accumulation); 0 = the largest that fits "
-                                "optim.memory_budget_gb (the whole minibatch when it fits)", 0,
-                                ge=0)
+                                "optim.memory_budget_gb (on a GPU the whole minibatch when it fits; on a CPU at "
+                                "most 512 MiB of activations: docs/memory.md)", 0, ge=0)
     recompute_logprobs: bool = doc("recompute old log-probs with a forward pass instead of using the sampler's", False)
     reward_failure_value: float = doc("reward given when a reward function raises or returns NaN", 0.0)
     kl_target: float | None = doc("adaptive KL (Ziegler et al.): target of the batch mean of each sequence's "
@@ -130,7 +130,8 @@ class CriticConfig:
     warmup_steps: int = doc("RL steps at the start in which only the critic is trained (the policy is not updated)", 0,
                             ge=0)
     frozen: bool = doc("never update the critic (DVPO's global value model); needs path", False)
-    micro_batch_size: int = doc("sequences per critic forward/backward; 0 = algo.micro_batch_size", 0, ge=0)
+    micro_batch_size: int = doc("sequences per critic forward/backward; 0 = algo.micro_batch_size (both 0: the "
+                                "policy's planned micro-batch)", 0, ge=0)
 
     def validate(self, cfg: RLRoot) -> None:
         need = requirement("critic")

@@ -61,6 +61,7 @@ class Critic:
         self.model, self.shared, self.frozen = model.eval(), shared, frozen  # eval: no dropout
         self.grad_clip, self.vf_coef, self.value_clip = grad_clip, vf_coef, value_clip
         self.micro_batch_size, self.gamma, self.lam = micro_batch_size, gamma, lam
+        self.configured_micro = micro_batch_size  # 0: follow the policy's plan (:meth:`follow`)
         self.optimizer: torch.optim.Optimizer | None = None
         self.template: nn.Module | None = None  # sharded: the unsharded structure on the meta device (save)
         if not frozen and world() is not None:
@@ -137,6 +138,19 @@ class Critic:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {**sums, "critic/grad_norm": float(norm)}
+
+    def follow(self, micro_batch_size: int) -> None:
+        """Use the policy's micro-batch for this step when ``critic.micro_batch_size`` and
+        ``algo.micro_batch_size`` are both 0 (auto: the RL loop's memory plan, which counts the critic)."""
+        if self.configured_micro == 0:
+            self.micro_batch_size = micro_batch_size
+
+    def memory_bytes(self) -> int:
+        """Bytes the critic holds beside the policy (for the memory plan): its own weights (only the head when it
+        shares the policy's backbone) and, when trained, their gradients and two AdamW moments."""
+        params = list(self.model.head.parameters()) if self.shared else list(self.model.parameters())
+        per = 1 if self.frozen else 4
+        return per * sum(p.numel() * p.element_size() for p in {id(p): p for p in params}.values())
 
     def joint_parameters(self) -> list[nn.Parameter]:
         """Parameters the POLICY optimizer must also step (the head, under share_backbone)."""

@@ -93,7 +93,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     sharded = critic.checkpoint_optimizer() if critic is not None else {}  # torchrun: the critic's AdamW, in DCP
     bad = BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")
     auto_micro = AutoMicroBatch(run.model, o.memory_budget_gb, micro_batch_size=a.micro_batch_size,
-                                reference=run.ref is not None and run.ref is not run.model)  # 0: from the budget
+                                reference=run.ref is not None and run.ref is not run.model,  # 0: from the budget
+                                extra_bytes=critic.memory_bytes() if critic is not None else 0)
     state = resume_state(out, resume, policy, optimizer, scheduler, extra, config=to_dict(cfg),
                          extra_optimizers=sharded)
     if state is not None:
@@ -128,6 +129,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             batch.mask[torch.tensor([e.truncated for e in ro.episodes])] = 0.0
         batch.scores, score_metrics = scorer(ro.episodes, step)
         micro = dp.agree(auto_micro(batch))  # algo.micro_batch_size, or the largest that fits optim.memory_budget_gb
+        if critic is not None:
+            critic.follow(micro)  # critic.micro_batch_size 0: the same plan (its memory is in the budget's floor)
         t_gen = time.time()
         # 2. old log-probs (the sampler's unless asked to recompute), the reference's, the critic's values
         #    and the sampler/trainer mismatch Δ (both at the sampling temperature) with its TIS / MIS weights
@@ -183,6 +186,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
                 for k, v in upd.items():  # metrics of the step's optimizer updates, averaged
                     upd_sum[k] = upd_sum.get(k, 0.0) + v / (a.epochs * a.minibatches)
                 bad(ok, step, upd)  # skipped: warns; TrainingAborted after optim.max_bad_steps in a row
+        optimizer.zero_grad(set_to_none=True)  # the gradients' memory back for the next generation and scoring
         if step > warm:
             dp.sync()  # torchrun: the trainer's weights into the rollout replica
             sync_weights(run.generator, run.model)  # backends with their own copy of the weights (vllm)

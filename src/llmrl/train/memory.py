@@ -11,10 +11,14 @@ The estimate (bytes; ``b`` = bytes per weight element, 4 for float32; docs/memor
 * logits: chunked, ``4 · chunk · V · 4`` bytes at any time, whatever the micro-batch (float32 logits, their
   log-softmax / softmax and their gradient, for one chunk); the full path, ``3 · tokens · V · 4`` bytes.
 
-:func:`plan` picks the largest micro-batch (at most the minibatch) whose estimate fits the budget; when without
-checkpointing fewer than ``min(minibatch, MIN_MICRO_BATCH)`` sequences would fit and with it more fit,
-(or none fits without it) checkpointing is turned on (it costs about one more forward pass, smaller micro-batches cost little on a CPU but
-leave a GPU idle). Either way the gradients are those of the whole minibatch (gradient accumulation,
+:func:`plan` picks the largest micro-batch (at most the minibatch) whose estimate fits the budget. On a GPU,
+when without checkpointing fewer than ``min(minibatch, MIN_MICRO_BATCH)`` sequences would fit and with it more
+fit (or none fits without it), checkpointing is turned on: it costs about one more forward pass, and small
+micro-batches leave a GPU idle. On a CPU small micro-batches cost next to nothing (a GEMM of a few hundred rows
+already runs at the CPU's rate; docs/memory.md has the measurement) while checkpointing's extra forward costs a
+third more compute, so there checkpointing turns on only when not even one sequence fits without it, and the
+micro-batch is also capped at :data:`CPU_ACTIVATION_BYTES` of activations: a bigger one buys no speed, only
+memory. Either way the gradients are those of the whole minibatch (gradient accumulation,
 :func:`llmrl.train.update.optimizer_step`).
 """
 
@@ -34,6 +38,7 @@ from llmrl.models.lm_head import resolve_chunk_tokens
 GiB = 1 << 30
 RUNTIME_BYTES = 1 * GiB
 MIN_MICRO_BATCH = 4
+CPU_ACTIVATION_BYTES = 512 << 20  # on a CPU: activations of one micro-batch at most (at least one sequence)
 BUDGET_FRACTION = 0.85
 
 
@@ -118,15 +123,18 @@ def _largest(shape: ModelShape, budget: int, minibatch: int, seq_len: int, check
 
 
 def plan(shape: ModelShape, budget_bytes: int, minibatch: int, seq_len: int, *, chunk: int, reference: bool,
-         can_checkpoint: bool, checkpointing: bool = False) -> MemoryPlan:
-    """The micro-batch size and whether to checkpoint (already on: ``checkpointing``); see the module docstring."""
+         can_checkpoint: bool, checkpointing: bool = False, cpu: bool = False) -> MemoryPlan:
+    """The micro-batch size and whether to checkpoint (already on: ``checkpointing``) for a GPU or, with ``cpu``,
+    a CPU; see the module docstring."""
     minibatch = max(minibatch, 1)
     plain = _largest(shape, budget_bytes, minibatch, seq_len, checkpointing, chunk, reference)
     ckpt = checkpointing
-    if not checkpointing and can_checkpoint and plain < min(minibatch, MIN_MICRO_BATCH):
+    if not checkpointing and can_checkpoint and plain < min(minibatch, 1 if cpu else MIN_MICRO_BATCH):
         with_ckpt = _largest(shape, budget_bytes, minibatch, seq_len, True, chunk, reference)
         if with_ckpt > plain or plain == 0:  # more fit, or nothing fits: at least use less
             plain, ckpt = with_ckpt, True
+    if cpu and plain > 1:
+        plain = min(plain, max(1, CPU_ACTIVATION_BYTES // sequence_bytes(shape, seq_len, ckpt)))
     micro = max(plain, 1)
     est = estimate_bytes(shape, micro, seq_len, checkpointing=ckpt, chunk=chunk, reference=reference)
     return MemoryPlan(micro, ckpt, est, plain >= 1)
@@ -157,11 +165,16 @@ class AutoMicroBatch:
     """The micro-batch size of each minibatch when ``micro_batch_size`` is 0 (auto), from the budget; turns
     the policy's activation checkpointing on (once, for the rest of the run) when the plan needs it."""
 
-    def __init__(self, model: nn.Module, budget_gb: float | None, *, reference: bool, micro_batch_size: int = 0):
+    def __init__(self, model: nn.Module, budget_gb: float | None, *, reference: bool, micro_batch_size: int = 0,
+                 extra_bytes: int = 0):
+        """``extra_bytes``: memory held beside the policy for the whole step (a separate critic's weights,
+        gradients and AdamW moments), taken off the budget."""
         from llmrl.models.device import module_device
 
         self.model, self.fixed, self.reference = model, micro_batch_size, reference
-        self.budget = round(budget_gb * GiB) if budget_gb else default_budget_bytes(module_device(model))
+        device = module_device(model)
+        self.budget = (round(budget_gb * GiB) if budget_gb else default_budget_bytes(device)) - extra_bytes
+        self.cpu = device.type == "cpu"
         self.checkpointing = any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
         self.chunk = resolve_chunk_tokens(model)[1]
         try:
@@ -181,7 +194,8 @@ class AutoMicroBatch:
 
         can = getattr(self._target(), "supports_gradient_checkpointing", False) is True
         p = plan(self.shape, self.budget, minibatch.size, int(minibatch.input_ids.shape[1]),
-                 chunk=self.chunk, reference=self.reference, can_checkpoint=can, checkpointing=self.checkpointing)
+                 chunk=self.chunk, reference=self.reference, can_checkpoint=can, checkpointing=self.checkpointing,
+                 cpu=self.cpu)
         if p.gradient_checkpointing and not self.checkpointing:
             enable_gradient_checkpointing(self.model)
             self.checkpointing = True
@@ -206,5 +220,5 @@ class AutoMicroBatch:
                 "memory/gradient_checkpointing": float(self.last.gradient_checkpointing)}
 
 
-__all__ = ["AutoMicroBatch", "MemoryPlan", "ModelShape", "available_bytes", "default_budget_bytes",
+__all__ = ["CPU_ACTIVATION_BYTES", "AutoMicroBatch", "MemoryPlan", "ModelShape", "available_bytes", "default_budget_bytes",
            "estimate_bytes", "floor_bytes", "plan", "sequence_bytes"]
