@@ -36,6 +36,8 @@ SECTIONS = {
     "online_dpo": [*PREF, "online"],
     "onpo": [*PREF, "online"],
     "reward_model": ["model", "task", "rollout", "reward", "ray", "logging", "optim", "eval", "sft", "rm"],
+    "revise": ["model", "task", "rollout", "reward", "ray", "logging", "optim", "eval", "sft", "revise"],
+    "reasoner_critic": ["model", "task", "rollout", "reward", "ray", "logging", "optim", "eval", "sft", "reflect"],
 }
 
 

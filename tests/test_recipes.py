@@ -62,6 +62,8 @@ TWO_STEPS: dict[str, list[str]] = {
     "mpo": ["mix.policy_steps=2"],
     "online_dpo": ["online.iterations=1"],
     "onpo": ["online.iterations=1"],
+    "revise": [],  # `steps` = optimizer steps of each stage (verify, correct)
+    "reasoner_critic": [],  # `steps` is not read: two SFT runs (sft.steps, reflect.critic_steps) and an evaluation
 }
 WARM_START_STEPS = 60  # >= every shipped recipe's sft.warmup_steps (dpo: 50)
 

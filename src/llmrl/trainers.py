@@ -55,6 +55,12 @@ TRAINERS: dict[str, Trainer] = {
     "online_dpo": Trainer(f"{_PREF}:OnlineRoot", "llmrl.preference.online:train"),
     # ONPO: optimistic online mirror descent, pairwise oracle
     "onpo": Trainer(f"{_PREF}:OnlineRoot", "llmrl.preference.online:train_onpo"),
+    # ReVISE: [refine] token, verify then correct preference stages (SFT + lambda DPO), confidence-aware vote
+    "revise": Trainer("llmrl.preference.revise_config:ReviseRoot", "llmrl.preference.revise:train",
+                      checkpoints=False),
+    # Reasoner-Critic dual-model verbal reflection: critic SFT from contrastive pairs, the loop until [STOP]
+    "reasoner_critic": Trainer("llmrl.rl.reflect_config:ReasonerCriticRoot", "llmrl.rl.reasoner_critic:train",
+                               checkpoints=False),
 }
 
 

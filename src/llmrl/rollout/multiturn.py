@@ -8,7 +8,9 @@ An environment is one episode's counterpart (a fresh instance per episode, built
 ``observations`` are the messages (or text) the environment answers with: user feedback, tool results
 (role ``tool``), other agents' messages. ``reward`` is the environment's reward for the policy turn just
 taken (0 when it has none: the task's reward of the final turn is added by the collector). An optional
-``tools`` attribute (JSON schemas) is passed to the chat template with every rendering.
+``tools`` attribute (JSON schemas) is passed to the chat template with every rendering; an optional
+``scored_text()`` method gives the text the task scores (default: the last policy turn), e.g. the last answer
+when the last turn is a verdict on it.
 
 Episodes keep every sampled token exactly (``loss_mask`` 1); after a turn, the template's end-of-turn marker
 when the turn stopped without it, then only the new messages and the next generation prompt are rendered
@@ -73,6 +75,8 @@ ENVIRONMENTS: Registry[Any] = Registry("environment")
 """Name → environment class, built as ``cls(task, **options)`` for each episode (``rollout.env``)."""
 ENVIRONMENTS.register_lazy("tool_use", "llmrl.rollout.tools:ToolUseEnvironment",
                            doc="tools (calculator, python) in the chat template's or a plain-tag format")
+ENVIRONMENTS.register_lazy("self_correction", "llmrl.rollout.self_correction:SelfCorrectionEnvironment",
+                           doc="answer, [VERIFY] verdict, revision after wrong (self-rewarding correction)")
 
 
 def environment_factory(name: str, task: Any, options: Mapping[str, Any] | None = None) -> EnvironmentFactory:
@@ -209,8 +213,9 @@ def rollout_episodes(generator: Generator, tokenizer: Any, samples: list[Sample]
             meta["messages"] += new
             still.append(j)
         live = still
-    for ep in episodes:
-        ep.completion = ep.metadata["turn_texts"][-1]
+    for ep, env in zip(episodes, envs, strict=True):  # what the task scores: the env's choice, else the last turn
+        scored = getattr(env, "scored_text", None)
+        ep.completion = scored() if scored is not None else ep.metadata["turn_texts"][-1]
     return episodes
 
 

@@ -6,6 +6,10 @@ Formats
     prompt ``"23+45="``, completion ``"68"`` (then EOS). Multi-operand prompts look like ``"7+12*3="``
     and follow standard precedence (* before + and -, left to right). Results may be negative
     (``"12-45="`` → ``"-33"``). The completion, stripped of surrounding whitespace, must be an integer.
+``style="steps"`` (tiny models with a worked rationale; two operands, ``+`` only):
+    prompt ``"47+38="`` as plain, completion ``"7+8=15,4+3+1=8#85"``: one step per column from the right (its
+    digits, ``+carry`` when there is one, ``=`` the column sum), steps joined by ``,``, then ``#`` and the result.
+    The answer is the integer after the LAST ``#``; well formed iff there is one.
 ``style="tagged"`` (chat/instruct models):
     prompt ``"What is 23 + 45? Give the final result as an integer inside <answer></answer>."``,
     completion e.g. ``"23 + 45 = 68\\n<answer>68</answer>"``; the LAST ``<answer>...</answer>`` block is
@@ -41,7 +45,8 @@ if TYPE_CHECKING:
 ANSWER_REWARD = 1.0
 FORMAT_PENALTY = -0.1
 _OPS = ("+", "-", "*")
-_STYLES = ("plain", "tagged", "chat")
+_STYLES = ("plain", "tagged", "chat", "steps")
+STEP_SEP, ANSWER_MARK = ",", "#"  # style steps: between column steps, before the result
 _LAST_INT_RE = re.compile(r"(?<![\w.])-?\d+(?![\w]|\.\d)")
 MAX_CHAT_CHARS = 100_000  # a chat completion longer than this is read from its last 100k characters
 _INT_RE = re.compile(r"-?\d+")
@@ -84,6 +89,29 @@ def evaluate(
     for op, t in zip(signs, terms[1:]):
         acc = add(acc, t) if op == "+" else sub(acc, t)
     return acc
+
+
+def column_steps(a: int, b: int, carry: bool = True) -> tuple[list[str], int]:
+    """Column-wise addition of non-negative ``a`` + ``b`` (style ``steps``): the steps from the rightmost column
+    (``"7+8=15"``, ``"4+3+1=8"``) and the result. ``carry=False``: a sloppy adder that forgets every carry-in
+    (``"4+3=7"``), writes each column's last digit and the last column's sum in full (47+38 -> 75)."""
+    if a < 0 or b < 0:
+        raise ValueError(f"column_steps: operands must be non-negative, got {a}, {b}")
+    steps, value, c, place = [], 0, 0, 1
+    while True:
+        x, y = a % 10, b % 10
+        s = x + y + (c if carry else 0)
+        steps.append(f"{x}+{y}" + (f"+{c}" if carry and c else "") + f"={s}")
+        a, b = a // 10, b // 10
+        if not (a or b):
+            return steps, value + s * place
+        value, c, place = value + (s % 10) * place, s // 10, place * 10
+
+
+def steps_completion(a: int, b: int, carry: bool = True) -> str:
+    """The style-steps completion of ``a + b``: ``"7+8=15,4+3+1=8#85"`` (``carry=False``: the sloppy one)."""
+    steps, total = column_steps(a, b, carry)
+    return STEP_SEP.join(steps) + ANSWER_MARK + str(total)
 
 
 def _digitwise(a: int, b: int, combine: Callable[[int, int], int]) -> int:
@@ -153,6 +181,9 @@ class ArithmeticTask(Task):
             raise ValueError(f"arithmetic: num_operands must be an int >= 2, got {num_operands!r}")
         if style not in _STYLES:
             raise ValueError(f"arithmetic: style must be one of {_STYLES}, got {style!r}")
+        if style == "steps" and (ops != ("+",) or num_operands != 2):
+            raise ValueError(f"arithmetic: style 'steps' needs ops ['+'] and num_operands 2, got {list(ops)}, "
+                             f"{num_operands}")
         self.digits = digits
         self.ops = ops
         self.num_operands = num_operands
@@ -160,12 +191,12 @@ class ArithmeticTask(Task):
             raise ValueError("arithmetic: system_prompt (a string) goes with style='chat'")
         self.style = style
         self.system_prompt = system_prompt
-        if style in ("tagged", "chat"):  # the demonstration writes the expression out
+        if style in ("tagged", "chat", "steps"):  # the demonstration writes the expression (steps) out
             self.demonstration_fields = {"answer": TEXT, "operands": list[int], "ops": list[str]}
 
     # -- generation -------------------------------------------------------------------------------
     def _expression(self, operands: Sequence[int], ops: Sequence[str]) -> str:
-        sep = "" if self.style == "plain" else " "
+        sep = "" if self.style in ("plain", "steps") else " "
         parts = [str(operands[0])]
         for op, x in zip(ops, operands[1:]):
             parts += [op, str(x)]
@@ -177,7 +208,7 @@ class ArithmeticTask(Task):
         ops = [rng.choice(self.ops) for _ in range(self.num_operands - 1)]
         expr = self._expression(operands, ops)
         prompt: str | list[dict[str, str]]
-        if self.style == "plain":
+        if self.style in ("plain", "steps"):
             prompt = f"{expr}="
         elif self.style == "chat":
             prompt = f"What is {expr}?"
@@ -201,6 +232,9 @@ class ArithmeticTask(Task):
         if self.style == "chat":
             found = _LAST_INT_RE.findall(completion[-MAX_CHAT_CHARS:])
             return _normalise_int(found[-1]) if found else None
+        if self.style == "steps":
+            mark = completion.rfind(ANSWER_MARK)
+            return None if mark < 0 else _normalise_int(completion[mark + 1 :])
         text = completion if self.style == "plain" else extract_last_answer(completion)
         return None if text is None else _normalise_int(text)
 
@@ -226,13 +260,18 @@ class ArithmeticTask(Task):
 
     def demonstration(self, sample: Mapping[str, Any]) -> str:
         """A correct completion: ``"68"`` (plain), ``"23 + 45 = 68\\n<answer>68</answer>"`` (tagged) or
-        ``"23 + 45 = 68"`` (chat)."""
+        ``"23 + 45 = 68"`` (chat); style steps: ``"3+5=8,2+4=6#68"`` (:func:`steps_completion`)."""
+        if self.style == "steps":
+            return steps_completion(*sample["operands"])
         return self._write(sample, str(sample["answer"]))
 
     def wrong_demonstration(self, sample: Mapping[str, Any], rng: random.Random) -> str:
         """A plausibly wrong completion in the same format, from a sloppy teacher: '+' drops carries,
         '-' forgets to borrow, '*' is off by one in the last digit; precedence is still respected.
-        The result may coincide with the right answer (e.g. no carry was needed); it is returned anyway."""
+        The result may coincide with the right answer (e.g. no carry was needed); it is returned anyway.
+        Style steps: the column steps with every carry-in forgotten (``steps_completion(..., carry=False)``)."""
+        if self.style == "steps":
+            return steps_completion(*sample["operands"], carry=False)
         value = evaluate(
             sample["operands"],
             sample["ops"],

@@ -183,6 +183,25 @@ class EvalConfig:
 
 
 @dataclass
+class SelfCorrectionDataConfig:
+    """``sft.self_correction``: the sequential rejection sampling of self-rewarding correction (arXiv 2502.19613;
+    docs/agents.md), used with ``sft.source=self_correction`` and ``rollout.env=self_correction``."""
+
+    format_warm_start: bool = doc("first train sft.steps steps on the task's demonstrations in the self-correction "
+                                  "format with verdicts drawn at random (a model that follows the format but "
+                                  "cannot judge yet: the tiny model's stand-in for a prompted base model)", True)
+    prompts: int | None = doc("training prompts the sampling starts from (the first of the sft.num_examples); "
+                              "null = all of them", None, ge=1)
+    n1: int = doc("first answers a1 sampled per prompt", 50, ge=1)
+    n2: int = doc("self-evaluations sampled per a1; the first whose verdict matches the verifier is kept", 8, ge=1)
+    m1: int = doc("corrections a2 sampled per wrong a1 (after its [VERIFY] wrong)", 8, ge=1)
+    m2: int = doc("corrections a2 sampled per correct a1 told [VERIFY] wrong", 4, ge=1)
+    per_prompt: int = doc("rows kept of each kind (D1, D2, D3) per prompt", 1, ge=1)
+    epochs: float | None = doc("passes of the SFT over the D1/D2/D3 rows: ceil(epochs * rows / sft.batch_size) "
+                               "steps; null = sft.steps steps", None, gt=0)
+
+
+@dataclass
 class SFTConfig:
     steps: int = doc("SFT optimizer steps before RL (0 = no warm start)", 0, ge=0)
     batch_size: int = doc("sequences per SFT step", 32, ge=1)
@@ -193,12 +212,15 @@ class SFTConfig:
     noise: float = doc("fraction of demonstrations replaced by the task's sloppy (wrong) ones", 0.0, ge=0, le=1)
     data_file: str | None = doc("prompt + completion (or answer) rows to train on instead: JSONL, parquet, CSV or a "
                                 "datasets directory (split train)", None)
-    source: Literal["demonstrations", "rejection"] = doc(
-        "demonstrations (the task's gold completions) or rejection (sample rejection_k completions per training "
-        "prompt, keep those the task accepts: SoRFT stage 1)", "demonstrations")
+    source: Literal["demonstrations", "rejection", "self_correction"] = doc(
+        "demonstrations (the task's gold completions), rejection (sample rejection_k completions per training "
+        "prompt, keep those the task accepts: SoRFT stage 1) or self_correction (sequential rejection sampling of "
+        "D1/D2/D3 through rollout.env=self_correction, sft.self_correction)", "demonstrations")
     rejection_k: int = doc("source=rejection: completions sampled per prompt (rollout temperature/length)", 8, ge=1)
     teacher_path: str | None = doc("source=rejection: local HF model directory to sample from (same tokenizer "
                                    "family); null = the policy itself", None)
+    self_correction: SelfCorrectionDataConfig = doc("source=self_correction: n1, n2, m1, m2, per_prompt, "
+                                                    "format_warm_start", factory=SelfCorrectionDataConfig)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from llmrl.core.seed import derive_seed
 from llmrl.core.types import Sample
 from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.rollout.episodes import generate_episodes
+from llmrl.rollout.multiturn import EnvironmentFactory, rollout_episodes
 from llmrl.tasks.base import Task
 from llmrl.train.collect import score_episodes, score_summary
 
@@ -49,4 +50,32 @@ def evaluate(generator: Generator, tokenizer: Any, task: Task, samples: list[Sam
                 for k in ks:
                     totals[k] += pass_at_k(n_samples, c, k)
         out.update({f"pass@{k}": v / len(samples) for k, v in totals.items()})
+    return out
+
+
+def evaluate_environment(generator: Generator, tokenizer: Any, task: Task, samples: list[Sample],
+                         factory: EnvironmentFactory, *, max_turns: int, max_new_tokens: int,
+                         chat_template: bool | None, max_episode_tokens: int = 0, batch_size: int = 128,
+                         stop: list[str] | None = None) -> dict[str, float]:
+    """Greedy multi-turn episodes through the environment, one per sample: ``env/accuracy`` (the task's verdict on
+    what it scores), ``env/reward``, ``env/turns``, and ``env/NAME``: the mean over episodes of each number in the
+    last step's ``info["metrics"]`` (``None`` = not applicable: left out of that mean)."""
+    greedy = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=list(stop or []))
+    eps = []
+    for i in range(0, len(samples), batch_size):
+        eps += rollout_episodes(generator, tokenizer, samples[i : i + batch_size], greedy, factory,
+                                chat_template=chat_template, max_turns=max_turns,
+                                max_episode_tokens=max_episode_tokens, group_offset=i)
+    score_episodes(eps, task, 0.0, max_new_tokens)
+    n = max(len(eps), 1)
+    out = {"env/accuracy": sum(bool(e.metadata["correct"]) for e in eps) / n,
+           "env/reward": sum(e.reward + sum(e.metadata["env_rewards"]) for e in eps) / n,
+           "env/turns": sum(len(e.turn_spans) for e in eps) / n}
+    sums: dict[str, list[float]] = {}
+    for e in eps:
+        info = e.metadata["env_info"][-1] if e.metadata["env_info"] else {}
+        for k, v in (info.get("metrics") or {}).items():
+            if v is not None:
+                sums.setdefault(k, []).append(float(v))
+    out.update({f"env/{k}": sum(v) / len(v) for k, v in sums.items()})
     return out

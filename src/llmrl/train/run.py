@@ -30,7 +30,7 @@ from llmrl.train.build import (
 )
 from llmrl.train.collect import Collector, DataStream
 from llmrl.train.distributed import is_main, world
-from llmrl.train.evaluate import evaluate
+from llmrl.train.evaluate import evaluate, evaluate_environment
 from llmrl.train.rundir import apply_threads, atomic_dir
 from llmrl.train.sft import demonstrations, rejection_sample, run_sft, sft_episodes
 
@@ -124,6 +124,10 @@ def warm_start(model: torch.nn.Module, tok: Any, task: Task, train: list[Sample]
     """SFT on demonstrations (the task's, a ``noise`` fraction of them sloppy), on a JSONL file, or
     (``sft.source=rejection``) on sampled completions the task accepts; skipped with a warning if none is."""
     s = cfg.sft
+    if s.source == "self_correction" and not s.data_file:  # sequential rejection sampling of D1/D2/D3
+        from llmrl.train.self_correction import self_correction_warm_start
+
+        return self_correction_warm_start(model, tok, task, train[: s.num_examples], cfg)
     if s.source == "rejection" and not s.data_file:  # one RFT round, sampled by the teacher or the policy
         gen_model, gen_tok = build_policy(cfg, path=s.teacher_path) if s.teacher_path else (model, tok)
         gen_model.eval()
@@ -196,6 +200,13 @@ def evaluate_run(run: RunParts, cfg: Root, step: int) -> dict[str, float]:
                                        max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
                                        temperature=e.temperature, seed=derive_seed(cfg.seed, "discussion", step),
                                        batch_size=e.batch_size, stop=cfg.rollout.stop))
+    if run.env is not None:  # rollout.env: greedy episodes through the environment (env/* metrics)
+        out.update(evaluate_environment(run.generator, run.tokenizer, run.task, run.test, run.env,
+                                        max_turns=run.max_turns,
+                                        max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
+                                        chat_template=cfg.model.chat_template,
+                                        max_episode_tokens=cfg.rollout.max_episode_tokens, batch_size=e.batch_size,
+                                        stop=cfg.rollout.stop))
     return out
 
 
