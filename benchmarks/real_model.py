@@ -18,8 +18,8 @@ One run, one table per section, each ratio printed beside its target:
   on the generated tokens (what ``algo.rollout_correction`` TIS/MIS corrects); where bf16 is slower, the section
   says so and times a short bf16 forward instead of a generation run that would take hours.
 
-Time to accuracy against TRL (same recipe, both evaluated alike) is not in this script: see the note in
-docs/real_models.md for what was measured.
+Time to accuracy against TRL (same recipe, both evaluated alike) is benchmarks/time_to_accuracy.py (its own run:
+tens of minutes); docs/real_models.md has what was measured.
 
     python benchmarks/real_model.py --model models/smollm2            # all sections
     python benchmarks/real_model.py --model models/smollm2 --sections generation --runs 3

@@ -152,6 +152,35 @@ def run_llmrl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new
     return summarize(rows, PROMPTS * SAMPLES * max_new)  # every episode was checked to have max_new tokens
 
 
+def grpo_config(output_dir: str, **settings: Any) -> Any:
+    """TRL's ``GRPOConfig`` for a CPU benchmark: ``settings`` (batch, lr, ...) on top of what every comparison here
+    fixes: CPU, no vLLM, fp32 (bf16/fp16 off), gradient checkpointing off (TRL's default is on; llmrl does not
+    recompute activations), the dataset in order (``shuffle_dataset=False``), no logging, saving or progress bar."""
+    from trl import GRPOConfig
+
+    fixed: dict[str, Any] = dict(use_cpu=True, use_vllm=False, bf16=False, fp16=False, gradient_checkpointing=False,
+                                 shuffle_dataset=False, logging_strategy="no", save_strategy="no", report_to="none",
+                                 disable_tqdm=True, log_completions=False, dataloader_num_workers=0)
+    return GRPOConfig(output_dir=output_dir, **{**fixed, **settings})
+
+
+def trl_rows(tokenizer: Any, samples: list[Sample], chat_template: bool | None = None) -> list[dict[str, str]]:
+    """TRL dataset rows: each sample's prompt rendered as llmrl renders it (:func:`render_prompt`, so the same
+    text and chat template), and the sample itself as JSON for :func:`trl_reward`."""
+    return [{"prompt": render_prompt(tokenizer, s, chat_template), "sample_json": json.dumps(s)} for s in samples]
+
+
+def trl_reward(task: Any) -> Any:
+    """A TRL reward function scoring each completion with ``task``'s reward functions (llmrl's reward)."""
+    fns = task.reward_functions()
+
+    def task_reward(completions: list[str], sample_json: list[str], **_: Any) -> list[float]:
+        return [combine_rewards(fns, c, json.loads(s)).total for c, s in zip(completions, sample_json, strict=True)]
+
+    task_reward.__name__ = f"{task.name}_reward"  # TRL names the reward by its function name
+    return task_reward
+
+
 def run_trl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new: int, threads: int,
             lean: bool = False) -> dict[str, Any]:
     """Time GRPOTrainer on the same model, prompts and settings (runs in a spawned child process). ``lean``
@@ -165,15 +194,11 @@ def run_trl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new: 
         torch.set_num_threads(threads)
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     tok, model = load_tokenizer(model_dir), load_model(model_dir)
-    task = get_task("arithmetic")
-    fns = task.reward_functions()
-    rows = [{"prompt": render_prompt(tok, s, None), "sample_json": json.dumps(s)} for p in schedule for s in p]
-
-    def arithmetic_reward(completions: list[str], sample_json: list[str], **_: Any) -> list[float]:
-        return [combine_rewards(fns, c, json.loads(s)).total for c, s in zip(completions, sample_json)]
+    rows = trl_rows(tok, [s for p in schedule for s in p])
+    arithmetic_reward = trl_reward(get_task("arithmetic"))
 
     gen_s: list[float] = []
     gen_score_s: list[float] = []
@@ -189,17 +214,14 @@ def run_trl(model_dir: str, schedule: list[list[Sample]], warmup: int, max_new: 
             step_s.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = GRPOConfig(
-            output_dir=out, per_device_train_batch_size=SAMPLES if lean else PROMPTS * SAMPLES,
+        cfg = grpo_config(
+            out, per_device_train_batch_size=SAMPLES if lean else PROMPTS * SAMPLES,
             num_generations=SAMPLES, gradient_accumulation_steps=PROMPTS if lean else 1, num_iterations=1,
             max_steps=len(schedule),
             max_completion_length=max_new, generation_kwargs={"min_new_tokens": max_new},
             temperature=TEMPERATURE, beta=BETA, loss_type="dapo", epsilon=0.2, scale_rewards="group",
             learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=CLIP,
-            use_cpu=True, use_vllm=False, bf16=False, fp16=False, gradient_checkpointing=lean,
-            shuffle_dataset=False, seed=SEED,
-            logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, log_completions=False,
-            dataloader_num_workers=0,
+            gradient_checkpointing=lean, seed=SEED,
         )  # fmt: skip
         trainer = GRPOTrainer(model=model, reward_funcs=arithmetic_reward, args=cfg,
                               train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[StepTimer()])
