@@ -295,6 +295,17 @@ def test_in_process_rewards_run_in_the_caller():
 
 
 def test_close_leaves_no_process_and_ctrl_c_kills_the_busy_workers():
+    # Ctrl-C as Python delivers it by default, whatever an earlier test in this process left installed or blocked
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        _ctrl_c_kills_the_busy_workers()
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _ctrl_c_kills_the_busy_workers() -> None:
     before = _children()
     pool = RewardPool({"sleep": _sleeps, "pid": lambda c, s: float(os.getpid())}, PoolOptions(workers=2))
     pool.score(["a", "b"], [{}] * 2)
