@@ -79,7 +79,8 @@ def test_train_clock_excludes_paused_time() -> None:
     sum(i * i for i in range(300_000))  # some CPU work on the clock
     wall, cpu, own = clock.pause()
     sum(i * i for i in range(300_000))  # off the clock
-    assert clock.pause() == (wall, cpu, own) and wall > 0 and own > 0 and cpu >= own
+    # cpu (this process + children, summed differently from own) may differ from own in the last float bits
+    assert clock.pause() == (wall, cpu, own) and wall > 0 and own > 0 and cpu >= own - 1e-9
 
 
 def test_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
