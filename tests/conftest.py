@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -22,6 +26,16 @@ TINY = [
 
 
 CPU_GUARD = 5.0  # a complexity guard's slack over a documented per-call bound
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import the script at ``path`` (a benchmark, an example) as module ``name`` (registered in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager

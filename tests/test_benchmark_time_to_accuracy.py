@@ -3,25 +3,19 @@ children, llmrl train and TRL's GRPOTrainer, on the tiny random Llama: 1 step, e
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import load_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("time_to_accuracy_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, "time_to_accuracy_benchmark")
 
 
 def rec(step: int, wall: float, cpu: float, acc: float) -> dict[str, float]:

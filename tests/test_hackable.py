@@ -111,17 +111,11 @@ def test_ramble_repeats_the_sloppy_demonstration():
 
 
 def _load_example():
-    import importlib.util
-    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "reward_hacking.py"
-    spec = importlib.util.spec_from_file_location("reward_hacking_example", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_module
+
+    return load_module(Path(__file__).resolve().parents[1] / "examples" / "reward_hacking.py", "reward_hacking_example")
 
 
 TINY_EXAMPLE = ["model.tiny.hidden_size=32", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
