@@ -128,7 +128,7 @@ def child_llmrl(cfg: dict[str, Any], model_dir: str, steps: int, warmup: int) ->
         score_episodes(episodes, task, 0.0, cfg["new"])
         batch = Batch.collate(episodes, pad_id)
         micro = auto(batch)
-        batch.ref_logprobs = sequence_logprobs(ref, batch, TEMPERATURE, micro, ref_ctx)
+        batch.ref_logprobs = sequence_logprobs(ref, batch, TEMPERATURE, auto.scoring(batch), ref_ctx)
         batch.advantages = grpo(token_rewards(batch.scores, batch.mask), batch.mask, group_ids=batch.group_ids,
                                 baseline=None)
         t2 = time.perf_counter()

@@ -119,6 +119,28 @@ def test_fused_linear_op_values_and_gradients_equal_autograd(frozen):
             assert torch.allclose(a, b, atol=1e-12, rtol=0), chunk
 
 
+def test_one_chunk_keeps_its_logits_instead_of_recomputing_them(monkeypatch):
+    import llmrl.core.ops as ops
+
+    calls: list[int] = []
+    real = ops._linear_logits
+    monkeypatch.setattr(ops, "_linear_logits", lambda h, *a: calls.append(h.shape[0]) or real(h, *a))
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(13, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 13, (9,), generator=g)
+    for chunk, forward, backward in ((9, [9], []), (64, [9], []), (4, [4, 4, 1], [4, 4, 1])):
+        calls.clear()
+        lp, ent = linear_token_logprobs(h, t, w, None, 0.7, chunk, with_entropy=True)
+        assert calls == forward, chunk
+        (lp.sum() + ent.sum()).backward()
+        assert calls == forward + backward, chunk  # one chunk: its log-softmax was kept, no recompute
+    calls.clear()
+    with torch.no_grad():  # scoring keeps nothing
+        linear_token_logprobs(h, t, w, None, 0.7, 64)
+    assert calls == [9]
+
+
 def test_no_tensor_of_more_than_a_chunk_of_vocab_rows_is_created():
     from torch.utils._python_dispatch import TorchDispatchMode
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY
 
 from llmrl.cli.main import main
@@ -20,6 +21,7 @@ from llmrl.train.memory import (
     estimate_bytes,
     floor_bytes,
     plan,
+    scoring_bytes,
     sequence_bytes,
 )
 
@@ -166,3 +168,83 @@ def test_a_critic_is_counted_in_the_plan_and_follows_it():
     assert fixed.micro_batch_size == 2  # configured: kept
     auto = AutoMicroBatch(policy, 10.0, reference=True, extra_bytes=critic.memory_bytes())
     assert auto.budget == 10 * GiB - critic.memory_bytes()
+
+
+def _tiny_double() -> tuple[torch.nn.Module, object]:
+    tok = build_char_tokenizer()
+    model, _ = build_tiny_model(TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,
+                                              intermediate_size=64), tok, seed=0)
+    return model.double(), tok
+
+
+def test_sft_under_a_tight_budget_equals_the_whole_batch_step():
+    from llmrl.train.sft import run_sft
+
+    eps = [Episode.single_turn([5, 6, 7 + i % 3], [8, 9, 10 + i % 5, 11][: 2 + i % 3], [0.0] * (2 + i % 3),
+                               {"prompt": "", "answer": ""}) for i in range(6)]
+    params, plans = [], []
+    for budget in (1000.0, 1.0):  # 1 GiB: below the runtime allowance: one checkpointed sequence at a time
+        model, tok = _tiny_double()
+        with pytest.warns(UserWarning, match="over optim.memory_budget_gb") if budget == 1.0 else _nothing():
+            out = run_sft(model, tok, eps, steps=3, batch_size=6, lr=1e-2, warmup_steps=0, schedule="constant",
+                          seed=0, memory_budget_gb=budget)
+        assert out["sft_loss"] > 0
+        plans.append(any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules()))
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert plans == [False, True]
+    start = torch.cat([p.detach().flatten() for p in _tiny_double()[0].parameters()])
+    assert (params[0] - start).abs().max() > 1e-3  # the steps trained
+    assert torch.allclose(params[0], params[1], atol=1e-10, rtol=0)
+
+
+def test_pairs_per_micro_batch_from_the_budget():
+    model, _ = _tiny_double()
+    shape = ModelShape.of(model)
+    pairs = type("Pairs", (), {"num_pairs": 5, "input_ids": torch.zeros(10, 7, dtype=torch.long)})()
+    assert AutoMicroBatch(model, 100.0, reference=True).pairs(pairs) == 5  # all 10 rows fit
+    assert AutoMicroBatch(model, 100.0, reference=True, micro_batch_size=2).pairs(pairs) == 2  # set: kept
+    four = estimate_bytes(shape, 4, 7, checkpointing=False, chunk=512, reference=True)  # rows of 7 tokens
+    assert AutoMicroBatch(model, four / GiB, reference=True).pairs(pairs) == 2  # 4 rows = 2 pairs
+    five = estimate_bytes(shape, 5, 7, checkpointing=False, chunk=512, reference=True)
+    assert AutoMicroBatch(model, five / GiB, reference=True).pairs(pairs) == 2  # 5 rows: still 2 whole pairs
+
+
+def test_dpo_under_a_tight_budget_equals_the_unbounded_run(tmp_path: Path):
+    from llmrl.config import load_config
+    from llmrl.preference import dpo
+
+    small = [*TINY, "trainer=dpo", "task.name=arithmetic", "seed=3", "sft.steps=2", "sft.batch_size=8", "steps=2",
+             "pref.batch_size=8", "pref.pairs_from_task=24", "pref.eval_pairs=8", "pref.max_length=16",
+             "pref.max_prompt_length=8", "optim.lr=1e-3", "save_every=0", "save_minutes=0"]
+    rows = []
+    for name, budget in (("big", "1000"), ("tight", "1.0")):
+        out = tmp_path / name
+        with pytest.warns(UserWarning, match="over optim.memory_budget_gb") if name == "tight" else _nothing():
+            dpo.train(load_config(None, [*small, f"output_dir={out}", f"optim.memory_budget_gb={budget}"]))
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        rows.append([r for r in map(json.loads, lines) if "grad_norm" in r])
+    big, tight = rows
+    assert len(big) == len(tight) == 2
+    assert all(r["memory/micro_batch_size"] == 1 and r["memory/gradient_checkpointing"] == 1 for r in tight)
+    assert all(r["memory/micro_batch_size"] == 8 and r["memory/gradient_checkpointing"] == 0 for r in big)
+    for a, b in zip(big, tight):
+        for k in ("loss", "grad_norm"):
+            assert b[k] == pytest.approx(a[k], abs=1e-5), k
+
+
+def test_scoring_micro_batch_is_sized_by_the_no_grad_activations():
+    # per token: 4 H + 3 I + KV + heads x seq_len = 40 + 60 + 10 + 2 x 10 = 130 values x 4 B; x 10 tokens
+    shape = ModelShape(layers=2, hidden=10, intermediate=20, kv_width=10, vocab=100, params=1000, trainable=1000,
+                       heads=2)
+    assert scoring_bytes(shape, 10) == 10 * 130 * 4
+    model, _ = _tiny_double()
+    batch = _batch(8)  # rows of 7 tokens
+    auto = AutoMicroBatch(model, 100.0, reference=True)
+    assert auto.scoring(batch) == 8  # plenty of room: the whole batch
+    assert AutoMicroBatch(model, 100.0, reference=True, micro_batch_size=3).scoring(batch) == 3  # set: kept
+    s = ModelShape.of(model)
+    assert s.heads == 2
+    room = 3 * scoring_bytes(s, 7) + 5  # beside the floor and one chunk of logits: 3 sequences
+    budget = floor_bytes(s, True) + 4 * 56 * s.vocab * 4 + room  # 4 float32 [56, V] logits (56 tokens < a chunk)
+    assert AutoMicroBatch(model, budget / GiB, reference=True).scoring(batch) == 3
+    assert AutoMicroBatch(model, 1.0, reference=True).scoring(batch) == 1  # nothing left: still one

@@ -146,12 +146,16 @@ def _linear_logits(h: Tensor, weight: Tensor, bias: Tensor | None, temperature: 
 class _LinearLogprobs(torch.autograd.Function):
     """Log-probs (and entropies) of a linear LM head, a chunk at a time, with a hand-written backward: per chunk
     it recomputes the chunk's logits (one matmul) and forms d(loss)/d(logits) from the saved log-sum-exps, then
-    accumulates the hidden-state and weight gradients (``addmm_`` into one buffer)."""
+    accumulates the hidden-state and weight gradients (``addmm_`` into one buffer). When every row fits one
+    chunk the forward keeps that chunk's log-softmax [N, V] for the backward instead (no recompute: the same
+    values, one matmul fewer; at most one chunk of logits, as the forward already held)."""
 
     @staticmethod
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
-                temperature: float, chunk: int, with_entropy: bool) -> tuple[Tensor, Tensor]:
+                temperature: float, chunk: int, with_entropy: bool, keep: bool) -> tuple[Tensor, Tensor]:
         lps, lses, ents = [], [], []
+        keep = keep and hidden.shape[0] <= chunk and any(ctx.needs_input_grad[:3])  # keep: grad mode was on
+        kept = hidden.new_empty(0)
         for i in range(0, hidden.shape[0], chunk):
             z = _linear_logits(hidden[i : i + chunk], weight, bias, temperature)  # [n, V]
             lse = torch.logsumexp(z, dim=-1)
@@ -160,15 +164,18 @@ class _LinearLogprobs(torch.autograd.Function):
             if with_entropy:
                 logp = F.log_softmax(z, dim=-1)
                 ents.append(-(logp.exp() * logp).sum(-1))
+                del logp
+            if keep:  # the backward's log-probs, by the same op as its recompute
+                kept = z.sub_(lse[:, None])
         lp, lse = torch.cat(lps), torch.cat(lses)
         ent = torch.cat(ents) if with_entropy else torch.zeros_like(lp)
-        ctx.save_for_backward(hidden, weight, bias, targets, lse, ent)
-        ctx.temperature, ctx.chunk, ctx.with_entropy = temperature, chunk, with_entropy
+        ctx.save_for_backward(hidden, weight, bias, targets, lse, ent, kept)
+        ctx.temperature, ctx.chunk, ctx.with_entropy, ctx.keep = temperature, chunk, with_entropy, keep
         return lp, ent
 
     @staticmethod
     def backward(ctx: Any, g_lp: Tensor, g_ent: Tensor) -> tuple[Tensor | None, ...]:
-        hidden, weight, bias, targets, lse, ent = ctx.saved_tensors
+        hidden, weight, bias, targets, lse, ent, kept = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
         half = weight.dtype in (torch.float16, torch.bfloat16)  # accumulate the chunks' weight gradients in float32
@@ -177,7 +184,8 @@ class _LinearLogprobs(torch.autograd.Function):
         grad_b = torch.zeros_like(bias) if need_b and bias is not None else None
         for i in range(0, hidden.shape[0], ctx.chunk):
             h, s = hidden[i : i + ctx.chunk], slice(i, i + ctx.chunk)
-            logp = _linear_logits(h, weight, bias, ctx.temperature) - lse[s, None]  # [n, V]
+            # [n, V]: kept by the forward (one chunk), else recomputed
+            logp = kept if ctx.keep else _linear_logits(h, weight, bias, ctx.temperature) - lse[s, None]
             p = logp.exp()
             gz = p * -g_lp[s, None]  # d lp / d z = onehot - p
             gz.scatter_add_(-1, targets[s, None], g_lp[s, None])
@@ -195,7 +203,7 @@ class _LinearLogprobs(torch.autograd.Function):
             if grad_b is not None:
                 grad_b += gz.sum(0)
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
-        return grad_h, grad_w, grad_b, None, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None, None
 
 
 def linear_token_logprobs(hidden: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None = None,
@@ -204,11 +212,14 @@ def linear_token_logprobs(hidden: Tensor, targets: Tensor, weight: Tensor, bias:
     """:func:`chunked_token_logprobs` for a linear head ``logits = hidden @ weight.T + bias``, with a fused
     backward (:class:`_LinearLogprobs`): the same values, and per chunk 3 matmuls in the backward (recompute,
     hidden and weight gradients) instead of checkpointing's recompute + autograd's graph over [chunk, V]
-    intermediates. Saved for the backward: ``hidden`` [N, H] and two floats per row."""
+    intermediates. Saved for the backward: ``hidden`` [N, H] and two floats per row; when all N rows fit one
+    chunk, also their log-softmax [N, V] (then 2 matmuls in the backward: a micro-batch of a few sequences
+    pays no recompute)."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if hidden.shape[0] == 0:
         return chunked_token_logprobs(hidden, targets, lambda h: F.linear(h, weight, bias), temperature, chunk,
                                       with_entropy)
-    lp, ent = _LinearLogprobs.apply(hidden, weight, bias, targets, temperature, chunk, with_entropy)
+    lp, ent = _LinearLogprobs.apply(hidden, weight, bias, targets, temperature, chunk, with_entropy,
+                                    torch.is_grad_enabled())
     return lp, (ent if with_entropy else None)

@@ -131,7 +131,8 @@ class PrefConfig:
     max_length: int = doc("longest prompt + completion in tokens; completions are cut to fit", 512)
     max_prompt_length: int = doc("prompts keep their last max_prompt_length tokens (< max_length)", 256)
     batch_size: int = doc("pairs per optimizer step", 32, ge=1)
-    micro_batch_size: int = doc("pairs per forward/backward (gradient accumulation); 0 = the whole batch", 0, ge=0)
+    micro_batch_size: int = doc("pairs per forward/backward (gradient accumulation); 0 = the most that fit "
+                                "optim.memory_budget_gb (no-grad scoring: 0 = the whole batch)", 0, ge=0)
     epochs: float = doc("if > 0: train ceil(epochs * pairs / batch_size) steps instead of `steps`", 0.0, ge=0)
     pairs_from_task: int = doc("pairs built from the task's training prompts when train_file is null", 2000, ge=1)
     rejected_source: Literal["teacher", "policy"] = doc(

@@ -46,6 +46,7 @@ from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import score_episodes
 from llmrl.train.distributed import DataParallel, all_finite, global_counts
 from llmrl.train.guard import BadSteps, Checkpoints, eval_due, open_log, resume_state
+from llmrl.train.memory import AutoMicroBatch
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, completion_logps, encode_pairs
 from llmrl.train.run import RunParts, build_run, evaluate_run, sampling_params, save_final
@@ -325,6 +326,8 @@ def train(cfg: DPORoot, resume: bool = False) -> dict[str, Any]:
         if ref_model is not None and eval_b is not None:
             ref_eval = score_pairs(ref_model, eval_b, scoring_chunk(cfg), ref_ctx)
     o = cfg.optim
+    auto = AutoMicroBatch(run.model, o.memory_budget_gb, micro_batch_size=p.micro_batch_size,  # 0: from the budget
+                          reference=ref_model is not None and ref_model is not run.model)
     dp = DataParallel(run.model)  # torchrun: FSDP2 trainer (dp.policy) + full replica (run.model); else as is
     policy = dp.policy
     optimizer = build_optimizer(policy.parameters(), o.lr, o.weight_decay, o.betas, o.eps)
@@ -347,12 +350,14 @@ def train(cfg: DPORoot, resume: bool = False) -> dict[str, Any]:
             ref = score_pairs(ref_model, batch, p.micro_batch_size, ref_ctx)
         else:
             ref = None if ref_train is None else ref_train[idx]
-        ok, upd = pair_step(policy, optimizer, scheduler, batch, ref, objective, p.micro_batch_size, o.grad_clip)
+        micro = dp.agree(auto.pairs(batch))  # pref.micro_batch_size, or the most pairs that fit the budget
+        ok, upd = pair_step(policy, optimizer, scheduler, batch, ref, objective, micro, o.grad_clip)
         bad(ok, step, upd)  # skipped: warns; TrainingAborted after optim.max_bad_steps in a row
         dp.sync()  # torchrun: the trainer's weights into the replica (evaluation, final model)
         rec = log.log(step, dp.reduce({**upd, "lr": scheduler.get_last_lr()[0], "epoch": step * p.batch_size / n,
                                        "truncated": float(batch.truncated.float().mean()),
-                                       "time/step": time.time() - t_step}, summed=frozenset(upd) - {"grad_norm"}))
+                                       "time/step": time.time() - t_step, **auto.metrics()},
+                                      summed=frozenset(upd) - {"grad_norm"}))
         if eval_due(step, cfg.eval.every, steps) and dp.main:
             run.last_eval = log.log(step, evaluate_all(run, cfg, step, eval_b, ref_eval, objective), kind="eval")
         if dp.main:

@@ -64,6 +64,7 @@ from llmrl.train.build import reference_policy
 from llmrl.train.checkpoint import save_checkpoint
 from llmrl.train.collect import DataStream
 from llmrl.train.guard import BadSteps, Checkpoints, open_log, resume_state
+from llmrl.train.memory import AutoMicroBatch
 from llmrl.train.metrics import read_metrics
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, encode_pairs
@@ -123,12 +124,14 @@ def make_pairs(cfg: OnlineRoot, source: PreferenceSource, samples: list[Sample],
 
 
 def fit_pairs(model: torch.nn.Module, batch: PairBatch, ref: Tensor | None, objective: PairObjective, cfg: OnlineRoot,
-              seed: int) -> dict[str, float]:
+              seed: int, reference_copy: bool = False) -> dict[str, float]:
     """``ceil(online.epochs · pairs / pref.batch_size)`` optimizer steps on ``batch`` against the fixed
     reference log-probs ``ref`` ([N, 2], or None for reference-free losses), with a fresh AdamW and
     ``optim``'s warm-up/schedule; returns the steps' mean metrics. Aborts after ``optim.max_bad_steps``
-    consecutive non-finite steps."""
+    consecutive non-finite steps. ``pref.micro_batch_size`` 0: the most pairs per forward/backward that fit
+    ``optim.memory_budget_gb`` (``reference_copy``: a separate reference model is in memory too)."""
     p, o, n = cfg.pref, cfg.optim, batch.num_pairs
+    auto = AutoMicroBatch(model, o.memory_budget_gb, reference=reference_copy, micro_batch_size=p.micro_batch_size)
     bs = min(p.batch_size, n)
     steps = max(1, math.ceil(cfg.online.epochs * n / bs))
     optimizer = build_optimizer(model.parameters(), o.lr, o.weight_decay, o.betas, o.eps)
@@ -137,8 +140,9 @@ def fit_pairs(model: torch.nn.Module, batch: PairBatch, ref: Tensor | None, obje
     bad = BadSteps(o.max_bad_steps, warn=False, where=" of an online iteration")
     for step in range(1, steps + 1):
         idx = order.indices(step)
-        ok, upd = pair_step(model, optimizer, scheduler, batch.select(idx), None if ref is None else ref[idx],
-                            objective, p.micro_batch_size, o.grad_clip)
+        sub = batch.select(idx)
+        ok, upd = pair_step(model, optimizer, scheduler, sub, None if ref is None else ref[idx], objective,
+                            auto.pairs(sub), o.grad_clip)
         bad(ok, step)
         for k, v in upd.items():
             sums[k] += v / steps
@@ -282,7 +286,8 @@ def _run(cfg: OnlineRoot, resume: bool, onpo: bool) -> dict[str, Any]:
                 if needs_ref:
                     ref = score_pairs(ref_model if ref_model is not None else run.model, batch, p.micro_batch_size,
                                       ref_ctx)
-                rec.update(fit_pairs(run.model, batch, ref, objective, cfg, derive_seed(cfg.seed, "online-order", it)))
+                rec.update(fit_pairs(run.model, batch, ref, objective, cfg, derive_seed(cfg.seed, "online-order", it),
+                                     reference_copy=ref_model is not None and ref_model is not run.model))
         else:
             run.warn(f"iteration {it}: no preference pairs (all tied or filtered out); no update")
         t_end = time.time()

@@ -129,6 +129,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             batch.mask[torch.tensor([e.truncated for e in ro.episodes])] = 0.0
         batch.scores, score_metrics = scorer(ro.episodes, step)
         micro = dp.agree(auto_micro(batch))  # algo.micro_batch_size, or the largest that fits optim.memory_budget_gb
+        scoring = dp.agree(auto_micro.scoring(batch))  # no-grad forwards: usually the whole batch
         if critic is not None:
             critic.follow(micro)  # critic.micro_batch_size 0: the same plan (its memory is in the budget's floor)
         t_gen = time.time()
@@ -136,12 +137,12 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         #    and the sampler/trainer mismatch Δ (both at the sampling temperature) with its TIS / MIS weights
         rc, rollout_lp, mismatch = a.rollout_correction, batch.old_logprobs, {}
         if a.recompute_logprobs:
-            batch.old_logprobs = sequence_logprobs(policy, batch, cfg.rollout.temperature, micro)
+            batch.old_logprobs = sequence_logprobs(policy, batch, cfg.rollout.temperature, scoring)
             batch.loss_weights, corr = correction_weights(batch.old_logprobs, rollout_lp, batch.mask, rc.mode,
                                                           cap=rc.cap, lower=rc.lower, keep=rc.keep)  # none: None
             mismatch = {**mismatch_metrics(batch.old_logprobs, rollout_lp, batch.mask, rc.threshold), **corr}
         if run.ref is not None:
-            batch.ref_logprobs = sequence_logprobs(run.ref, batch, cfg.rollout.temperature, micro,
+            batch.ref_logprobs = sequence_logprobs(run.ref, batch, cfg.rollout.temperature, scoring,
                                                    run.ref_context)
         batch.values = critic.values(batch) if critic is not None else None  # [B, T]
         # 3. advantages: token rewards (score on the last token, KL penalty β = kl_ctl.value) → registered estimator

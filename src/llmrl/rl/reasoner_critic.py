@@ -80,7 +80,8 @@ def _sft(model: Any, tok: Any, examples: list[Example], cfg: ReasonerCriticRoot,
     s = cfg.sft
     eps = sft_episodes(tok, examples, chat_template=False)  # plain text, as the loop reads it
     m = run_sft(model, tok, eps, steps=steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
-                schedule=s.schedule, seed=seed, progress=cfg.progress,
+                schedule=s.schedule, seed=seed, progress=cfg.progress, micro_batch_size=s.micro_batch_size,
+                memory_budget_gb=cfg.optim.memory_budget_gb,
                 log=lambda step, rec: log.log(step, {f"{name}/{k}": v for k, v in rec.items()}))
     model.eval()
     return {f"{name}/{k}": v for k, v in m.items()} | {f"{name}/examples": float(len(examples))}

@@ -205,6 +205,8 @@ class SelfCorrectionDataConfig:
 class SFTConfig:
     steps: int = doc("SFT optimizer steps before RL (0 = no warm start)", 0, ge=0)
     batch_size: int = doc("sequences per SFT step", 32, ge=1)
+    micro_batch_size: int = doc("sequences per SFT forward/backward (gradient accumulation); 0 = the largest "
+                                "that fits optim.memory_budget_gb", 0, ge=0)
     lr: float = doc("SFT learning rate", 1e-3, gt=0)
     warmup_steps: int = doc("SFT warm-up steps", 20, ge=0)
     schedule: Literal["constant", "cosine"] = doc("constant or cosine", "cosine")

@@ -20,6 +20,10 @@ third more compute, so there checkpointing turns on only when not even one seque
 micro-batch is also capped at :data:`CPU_ACTIVATION_BYTES` of activations: a bigger one buys no speed, only
 memory. Either way the gradients are those of the whole minibatch (gradient accumulation,
 :func:`llmrl.train.update.optimizer_step`).
+
+Forward passes without gradients (the reference's and the old policy's log-probs) keep nothing for a backward:
+:meth:`AutoMicroBatch.scoring` sizes them by :func:`scoring_bytes` instead, usually the whole batch. The
+preference trainers ask :meth:`AutoMicroBatch.pairs` (two sequences per pair), SFT the plain call.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +59,7 @@ class ModelShape:
     params: int  # all weights (tied ones once)
     trainable: int  # weights with requires_grad (the LoRA adapters only, under LoRA)
     bytes_per_param: int = 4
+    heads: int = 1  # attention (query) heads
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelShape:
@@ -68,7 +74,7 @@ class ModelShape:
                    intermediate=int(getattr(cfg, "intermediate_size", None) or 4 * hidden),
                    kv_width=2 * kv * head_dim, vocab=int(cfg.vocab_size), params=sum(p.numel() for p in params),
                    trainable=sum(p.numel() for p in params if p.requires_grad),
-                   bytes_per_param=params[0].element_size() if params else 4)
+                   bytes_per_param=params[0].element_size() if params else 4, heads=heads)
 
 
 def floor_bytes(shape: ModelShape, reference: bool) -> int:
@@ -87,6 +93,14 @@ def sequence_bytes(shape: ModelShape, seq_len: int, checkpointing: bool) -> int:
     if checkpointing:  # each layer's input, one layer recomputed at a time
         return seq_len * (shape.layers * shape.hidden * shape.bytes_per_param + layer_bytes_per_token(shape))
     return seq_len * shape.layers * layer_bytes_per_token(shape)
+
+
+def scoring_bytes(shape: ModelShape, seq_len: int) -> int:
+    """Activations one sequence of ``seq_len`` tokens holds at once in a forward pass without gradients (nothing
+    is kept for a backward): the residual stream and a layer's widest intermediates (the SwiGLU MLP's gate, up
+    and product), its keys/values and its attention scores (eager attention: heads x seq_len per token)."""
+    per_token = 4 * shape.hidden + 3 * shape.intermediate + shape.kv_width + shape.heads * seq_len
+    return seq_len * per_token * shape.bytes_per_param
 
 
 def logits_bytes(shape: ModelShape, tokens: int, chunk: int) -> int:
@@ -182,29 +196,58 @@ class AutoMicroBatch:
         except (AttributeError, TypeError, ValueError):  # not a Hugging Face LM: the whole minibatch, as before
             self.shape = None
         self.last: MemoryPlan | None = None
+        self.size = 0  # the last micro-batch returned (sequences, or pairs from :meth:`pairs`)
         self._warned = False
 
     def __call__(self, minibatch: Batch) -> int:
         """Sequences per forward/backward for ``minibatch`` (the configured size when it is not 0)."""
         if self.fixed > 0:
             return self.fixed
+        return self.rows(minibatch.size, int(minibatch.input_ids.shape[1]))
+
+    def pairs(self, batch: Any) -> int:
+        """Preference pairs per forward/backward for a :class:`~llmrl.train.pairs.PairBatch` (two rows of its
+        padded length per pair; the configured size when it is not 0)."""
+        if self.fixed > 0:
+            return self.fixed
+        self.size = max(1, self.rows(2 * batch.num_pairs, int(batch.input_ids.shape[1])) // 2)
+        return self.size
+
+    def scoring(self, batch: Batch) -> int:
+        """Sequences per no-grad forward (reference / old log-probs) of ``batch``: the configured micro-batch when
+        it is not 0, else as many as :func:`scoring_bytes` lets fit in what the budget leaves beside the floor and
+        one chunk's logits (on a CPU at most :data:`CPU_ACTIVATION_BYTES`): usually the whole batch, as nothing
+        is kept for a backward and bigger matmuls run faster."""
+        if self.fixed > 0:
+            return self.fixed
+        n, seq_len = batch.size, int(batch.input_ids.shape[1])
         if self.shape is None:
-            return minibatch.size
+            return n
+        room = (self.budget - floor_bytes(self.shape, self.reference)
+                - logits_bytes(self.shape, n * seq_len, self.chunk))
+        if self.cpu:
+            room = min(room, CPU_ACTIVATION_BYTES)
+        return max(1, min(n, room // scoring_bytes(self.shape, seq_len)))
+
+    def rows(self, n: int, seq_len: int) -> int:
+        """The plan's micro-batch for ``n`` sequences of ``seq_len`` tokens (all ``n`` for a model whose shape
+        is unknown); turns checkpointing on when the plan needs it."""
+        if self.shape is None:
+            return n
         from llmrl.models.device import enable_gradient_checkpointing
 
         can = getattr(self._target(), "supports_gradient_checkpointing", False) is True
-        p = plan(self.shape, self.budget, minibatch.size, int(minibatch.input_ids.shape[1]),
-                 chunk=self.chunk, reference=self.reference, can_checkpoint=can, checkpointing=self.checkpointing,
-                 cpu=self.cpu)
+        p = plan(self.shape, self.budget, n, seq_len, chunk=self.chunk, reference=self.reference,
+                 can_checkpoint=can, checkpointing=self.checkpointing, cpu=self.cpu)
         if p.gradient_checkpointing and not self.checkpointing:
             enable_gradient_checkpointing(self.model)
             self.checkpointing = True
         if not p.fits and not self._warned:
             self._warned = True
-            warnings.warn(f"llmrl: one sequence of {minibatch.input_ids.shape[1]} tokens is estimated at "
+            warnings.warn(f"llmrl: one sequence of {seq_len} tokens is estimated at "
                           f"{p.estimate_bytes / GiB:.1f} GiB, over optim.memory_budget_gb "
-                          f"({self.budget / GiB:.1f} GiB); training one sequence at a time", stacklevel=2)
-        self.last = p
+                          f"({self.budget / GiB:.1f} GiB); training one sequence at a time", stacklevel=3)
+        self.last, self.size = p, p.micro_batch_size
         return p.micro_batch_size
 
     def _target(self) -> nn.Module:
@@ -212,13 +255,13 @@ class AutoMicroBatch:
         return m.get_base_model() if callable(getattr(m, "get_base_model", None)) else m
 
     def metrics(self) -> dict[str, float]:
-        """The last plan, for the step's metrics."""
+        """The last plan, for the step's metrics (the micro-batch in the caller's unit: sequences, or pairs)."""
         if self.last is None or self.fixed > 0:
             return {}
-        return {"memory/micro_batch_size": float(self.last.micro_batch_size),
+        return {"memory/micro_batch_size": float(self.size),
                 "memory/estimate_gb": self.last.estimate_bytes / GiB,
                 "memory/gradient_checkpointing": float(self.last.gradient_checkpointing)}
 
 
 __all__ = ["CPU_ACTIVATION_BYTES", "AutoMicroBatch", "MemoryPlan", "ModelShape", "available_bytes", "default_budget_bytes",
-           "estimate_bytes", "floor_bytes", "plan", "sequence_bytes"]
+           "estimate_bytes", "floor_bytes", "plan", "scoring_bytes", "sequence_bytes"]

@@ -155,7 +155,8 @@ def finetune(model: torch.nn.Module, tok: Any, examples: list[tuple[Sample, str]
     s = cfg.sft
     eps = sft_episodes(tok, examples, cfg.model.chat_template)
     metrics = run_sft(model, tok, eps, steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
-                      schedule=s.schedule, seed=seed, progress=cfg.progress)
+                      schedule=s.schedule, seed=seed, progress=cfg.progress, micro_batch_size=s.micro_batch_size,
+                      memory_budget_gb=cfg.optim.memory_budget_gb)
     return {**metrics, "sft_examples": float(len(examples))}
 
 

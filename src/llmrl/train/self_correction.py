@@ -208,7 +208,8 @@ def self_correction_warm_start(model: torch.nn.Module, tok: Any, task: Task, sam
     def sft(rows: list[Row], seed_key: str, steps: int) -> float:
         eps = row_episodes(tok, factory, rows, cfg.model.chat_template)
         out = run_sft(model, tok, eps, steps=steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
-                      schedule=s.schedule, seed=derive_seed(cfg.seed, seed_key), progress=cfg.progress)
+                      schedule=s.schedule, seed=derive_seed(cfg.seed, seed_key), progress=cfg.progress,
+                      micro_batch_size=s.micro_batch_size, memory_budget_gb=cfg.optim.memory_budget_gb)
         model.eval()
         return out["sft_loss"]
 

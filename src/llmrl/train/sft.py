@@ -19,8 +19,9 @@ from llmrl.rollout.base import Generator, SamplingParams
 from llmrl.rollout.episodes import generate_episodes
 from llmrl.tasks.base import Task
 from llmrl.train.distributed import DataParallel, all_finite
+from llmrl.train.memory import AutoMicroBatch
 from llmrl.train.optim import build_optimizer, build_scheduler
-from llmrl.train.update import policy_logprobs
+from llmrl.train.update import micro_batches, policy_logprobs
 
 
 def demonstrations(task: Task, samples: list[Sample], noise: float = 0.0, seed: int = 0) -> list[tuple[Sample, str]]:
@@ -57,11 +58,18 @@ def sft_loss(model: torch.nn.Module, batch: Batch, num_tokens: float | None = No
 
 def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, steps: int, batch_size: int,
             lr: float, warmup_steps: int, schedule: str, seed: int, grad_clip: float = 1.0,
-            log: Any = None, progress: bool = False) -> dict[str, float]:
+            log: Any = None, progress: bool = False, micro_batch_size: int = 0,
+            memory_budget_gb: float | None = None) -> dict[str, float]:
     """``steps`` AdamW steps on random minibatches of ``episodes``. Returns the final mean loss. Under torchrun
-    each rank trains an FSDP2 copy on its share of every minibatch, copied back into ``model`` at the end."""
+    each rank trains an FSDP2 copy on its share of every minibatch, copied back into ``model`` at the end.
+
+    Each minibatch's gradients are accumulated over micro-batches of ``micro_batch_size`` sequences (0 = the
+    largest that fits ``memory_budget_gb``, :class:`~llmrl.train.memory.AutoMicroBatch`; activation
+    checkpointing turned on when the plan needs it); the loss of each is divided by the whole minibatch's token
+    count, so the step is the same whatever the micro-batch (up to float rounding)."""
     if not episodes:
         raise ValueError("SFT got no examples")
+    auto = AutoMicroBatch(model, memory_budget_gb, reference=False, micro_batch_size=micro_batch_size)
     dp = DataParallel(model)  # torchrun: an FSDP2 copy (dp.policy); else the model itself
     model = dp.policy
     opt = build_optimizer(model.parameters(), lr)
@@ -73,16 +81,23 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
     bar = progress_bar(steps, "sft", enabled=progress, leave=False)
     for step in range(steps):
         batch = Batch.collate(dp.share(rng.sample(episodes, min(batch_size, len(episodes))), "sft.batch_size"), pad)
-        loss = sft_loss(model, batch, dp.total(float(batch.mask.sum())) if dp.distributed else None)
-        if not all_finite(loss):
+        tokens = dp.total(float(batch.mask.sum())) if dp.distributed else float(batch.mask.sum())
+        opt.zero_grad(set_to_none=True)
+        loss, finite = 0.0, True
+        for _, micro in micro_batches(batch, dp.agree(auto(batch))):
+            part = sft_loss(model, micro, tokens)
+            if not all_finite(part):  # under torchrun on every rank: they skip together
+                finite = False
+                break
+            part.backward()
+            loss += float(part.detach())
+        if not finite:
             opt.zero_grad(set_to_none=True)
             continue
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         sched.step()
-        recent = (recent + [dp.total(float(loss.detach()))])[-20:]
+        recent = (recent + [dp.total(loss)])[-20:]
         if log is not None and (step + 1) % 50 == 0:
             log(step + 1, {"sft_loss": sum(recent) / len(recent)})
         if bar is not None:
@@ -90,6 +105,7 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
             bar.set_postfix(loss=f"{recent[-1]:.3f}")
     if bar is not None:
         bar.close()
+    opt.zero_grad(set_to_none=True)
     dp.sync()  # torchrun: the trained weights into the caller's model
     return {"sft_loss": sum(recent) / max(len(recent), 1)}
 
