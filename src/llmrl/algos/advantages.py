@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from llmrl.core.ops import batch_mean as ops_batch_mean
 from llmrl.core.ops import masked_whiten
 from llmrl.core.registry import Registry
 
@@ -290,7 +291,7 @@ class RunningMean:
 
     def update(self, values: Tensor) -> Tensor:
         v = values.detach()
-        batch_mean = (v if v.is_floating_point() else v.float()).mean()
+        batch_mean = ops_batch_mean(v if v.is_floating_point() else v.float())  # torchrun: the whole batch's
         if self.mean is None:
             self.mean = batch_mean
             return batch_mean.clone()

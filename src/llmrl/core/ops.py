@@ -49,7 +49,7 @@ _BATCH_SUM: ContextVar[Callable[[Tensor], Tensor] | None] = ContextVar("llmrl_ba
 
 @contextmanager
 def whole_batch(sum_shares: Callable[[Tensor], Tensor]) -> Iterator[None]:
-    """Within the block, :func:`masked_whiten` takes its mean and variance over the whole batch of which this
+    """Within the block, :func:`masked_whiten` (and :func:`batch_mean`) take their moments over the whole batch of which this
     process holds a share: ``sum_shares(t)`` returns the 1-d tensor ``t`` summed element-wise over the shares
     (an all-reduce over the data-parallel ranks). Outside any such block the batch is the tensor itself."""
     token = _BATCH_SUM.set(sum_shares)
@@ -70,6 +70,15 @@ def _whole_batch_moments(x: Tensor, mask: Tensor,
     var = sum_shares(((xd - mean) ** 2 * md).sum().reshape(1))[0] / n.clamp(min=1)
     var = torch.where(n > 1, var * n / (n - 1).clamp(min=1), var)
     return mean.to(x.dtype), var.to(x.dtype)
+
+
+def batch_mean(x: Tensor) -> Tensor:
+    """``x.mean()``; inside a :func:`whole_batch` block the mean over every process's share of the batch (summed in
+    float64, as ``x.dtype``), e.g. the batch return folded into REINFORCE's running-mean baseline."""
+    if (sum_shares := _BATCH_SUM.get()) is None:
+        return x.mean()
+    s = sum_shares(torch.stack([x.double().sum(), x.new_tensor(float(x.numel()), dtype=torch.float64)]))
+    return (s[0] / s[1].clamp(min=1)).to(x.dtype)
 
 
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:

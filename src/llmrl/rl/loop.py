@@ -17,7 +17,7 @@ from llmrl.core.config import to_dict
 from llmrl.core.errors import ConfigError
 from llmrl.core.seed import derive_seed, rng_state, seed_everything
 from llmrl.core.types import Batch
-from llmrl.rl.baselines import Baseline, GreedyBaseline, ValueBaseline, build_baseline
+from llmrl.rl.baselines import GreedyBaseline, build_baseline
 from llmrl.rl.critic import build_critic
 from llmrl.rl.rewarding import SequenceRewards
 from llmrl.rl.rollouts import build_rollout_source
@@ -81,7 +81,6 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     dp.refuse(**{f"algo.shaping={a.shaping}": scorer.ref_policy is not None and "each rank would sample and "
                  "cache its own prompts' reference rewards: another random stream than one process, a cache only "
                  "rank 0 saves",
-              f"{a.advantage} baseline": type(baseline) not in (Baseline, ValueBaseline),  # gae: the critic's values
               "rollout.agents": cfg.rollout.agents.count > 0})
     if cfg.rollout.agents.count and (scorer.active or isinstance(baseline, GreedyBaseline)):
         raise ConfigError("rollout.agents: the MAPoRL per-round rewards do not combine with a reward model, length "
