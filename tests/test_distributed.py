@@ -109,6 +109,55 @@ def test_baselines_two_ranks_equal_one_rank(runs, advantage):
             assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
 
 
+PLAN_SCRIPT = """
+import warnings
+from llmrl.core.types import Batch, Episode
+from llmrl.models.tiny import TinyModelSpec, build_char_tokenizer, build_tiny_model
+from llmrl.train.distributed import DataParallel, init_world
+from llmrl.train.memory import AutoMicroBatch
+
+assert init_world("cpu") is not None
+model, _ = build_tiny_model(TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,
+                                          intermediate_size=64), build_char_tokenizer(), seed=0)
+dp = DataParallel(model)
+eps = [Episode.single_turn([5, 6, 7], [8, 9, 10], [0.0] * 3, {"prompt": "", "answer": ""}) for _ in range(4)]
+auto = AutoMicroBatch(dp.policy, 1.0, reference=False)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    micro = auto(Batch.collate(eps, 0))
+on = [any(getattr(m, "gradient_checkpointing", False) is True for m in x.modules()) for x in (dp.policy, model)]
+print("plan", micro, auto.chunk, *on)
+"""
+
+
+def test_the_memory_plan_is_made_for_the_sharded_trainer(tmp_path):
+    """Under torchrun the planner sizes the FSDP2 trainer (full-logits path: chunk 0) and turns checkpointing on
+    in it, not in the rollout replica."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**ENV, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}
+    p = subprocess.run([sys.executable, "-c", PLAN_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split("\n")[-2] == "plan 1 0 True False", p.stdout
+
+
+def test_tight_budget_under_torchrun_changes_nothing(runs):
+    """A 1 GiB budget (below the runtime allowance): one sequence at a time on each rank, activation
+    checkpointing on; SFT and RL give the unbounded run's weights."""
+    root, model = runs
+    run(torchrun(2, root / "tight2", model, "optim.memory_budget_gb=1.0"))
+    assert max_diff(weights(root / "ranks1", "sft_model"), weights(root / "tight2", "sft_model")) <= 1e-6
+    assert max_diff(weights(root / "ranks1"), weights(root / "tight2")) <= 1e-6
+    train = [r for r in map(json.loads, (root / "tight2" / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]
+    assert len(train) == 3
+    assert all(r["memory/micro_batch_size"] == 1 and r["memory/gradient_checkpointing"] == 1 for r in train)
+
+
 def _rank_pids(parent: int) -> list[int]:
     """Processes whose parent is ``parent`` (the torchrun agent's workers)."""
     pids = []

@@ -326,10 +326,10 @@ def train(cfg: DPORoot, resume: bool = False) -> dict[str, Any]:
         if ref_model is not None and eval_b is not None:
             ref_eval = score_pairs(ref_model, eval_b, scoring_chunk(cfg), ref_ctx)
     o = cfg.optim
-    auto = AutoMicroBatch(run.model, o.memory_budget_gb, micro_batch_size=p.micro_batch_size,  # 0: from the budget
-                          reference=ref_model is not None and ref_model is not run.model)
     dp = DataParallel(run.model)  # torchrun: FSDP2 trainer (dp.policy) + full replica (run.model); else as is
     policy = dp.policy
+    auto = AutoMicroBatch(policy, o.memory_budget_gb, micro_batch_size=p.micro_batch_size,  # 0: from the budget
+                          reference=ref_model is not None and ref_model is not run.model)
     optimizer = build_optimizer(policy.parameters(), o.lr, o.weight_decay, o.betas, o.eps)
     scheduler = build_scheduler(optimizer, o.warmup_steps, steps, o.schedule)
     order, bad = PairOrder(n, p.batch_size, cfg.seed), BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")

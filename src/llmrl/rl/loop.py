@@ -91,7 +91,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     extra = {"critic": critic.module()} if critic is not None and not critic.frozen else {}
     sharded = critic.checkpoint_optimizer() if critic is not None else {}  # torchrun: the critic's AdamW, in DCP
     bad = BadSteps(o.max_bad_steps, checkpoints=out / "checkpoints")
-    auto_micro = AutoMicroBatch(run.model, o.memory_budget_gb, micro_batch_size=a.micro_batch_size,
+    auto_micro = AutoMicroBatch(policy, o.memory_budget_gb, micro_batch_size=a.micro_batch_size,  # the trainer
                                 reference=run.ref is not None and run.ref is not run.model,  # 0: from the budget
                                 extra_bytes=critic.memory_bytes() if critic is not None else 0)
     state = resume_state(out, resume, policy, optimizer, scheduler, extra, config=to_dict(cfg),

@@ -69,9 +69,9 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
     count, so the step is the same whatever the micro-batch (up to float rounding)."""
     if not episodes:
         raise ValueError("SFT got no examples")
-    auto = AutoMicroBatch(model, memory_budget_gb, reference=False, micro_batch_size=micro_batch_size)
     dp = DataParallel(model)  # torchrun: an FSDP2 copy (dp.policy); else the model itself
     model = dp.policy
+    auto = AutoMicroBatch(model, memory_budget_gb, reference=False, micro_batch_size=micro_batch_size)
     opt = build_optimizer(model.parameters(), lr)
     sched = build_scheduler(opt, warmup_steps, steps, schedule)
     rng = random.Random(derive_seed(seed, "sft"))
