@@ -26,8 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from llmrl.core.ops import batch_mean as ops_batch_mean
-from llmrl.core.ops import masked_whiten
+from llmrl.core.ops import batch_mean, masked_whiten
 from llmrl.core.registry import Registry
 
 AdvantageFn = Callable[..., Tensor]
@@ -291,12 +290,12 @@ class RunningMean:
 
     def update(self, values: Tensor) -> Tensor:
         v = values.detach()
-        batch_mean = ops_batch_mean(v if v.is_floating_point() else v.float())  # torchrun: the whole batch's
+        mean = batch_mean(v if v.is_floating_point() else v.float())  # torchrun: the whole batch's
         if self.mean is None:
-            self.mean = batch_mean
-            return batch_mean.clone()
-        prev = self.mean.to(batch_mean.device)
-        self.mean = self.momentum * prev + (1 - self.momentum) * batch_mean
+            self.mean = mean
+            return mean.clone()
+        prev = self.mean.to(mean.device)
+        self.mean = self.momentum * prev + (1 - self.momentum) * mean
         return prev
 
     def state_dict(self) -> dict[str, Any]:

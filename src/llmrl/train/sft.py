@@ -81,7 +81,7 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
     bar = progress_bar(steps, "sft", enabled=progress, leave=False)
     for step in range(steps):
         batch = Batch.collate(dp.share(rng.sample(episodes, min(batch_size, len(episodes))), "sft.batch_size"), pad)
-        tokens = dp.total(float(batch.mask.sum())) if dp.distributed else float(batch.mask.sum())
+        tokens = dp.total(float(batch.mask.sum()))  # under torchrun: every rank's
         opt.zero_grad(set_to_none=True)
         loss, finite = 0.0, True
         for _, micro in micro_batches(batch, dp.agree(auto(batch))):
