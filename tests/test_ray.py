@@ -85,6 +85,20 @@ def test_ray_workers_train_like_one_process_with_per_group_seeds(tiny_overrides,
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-6
 
 
+def _stalled_actor(gen: RayGenerator, cpus: float):
+    """A rollout actor like ``gen``'s whose ``generate`` never returns, so a kill sent after dispatch always lands
+    mid-call (a real actor on a fast machine may have finished its tiny chunk before the kill arrives; the
+    result is then simply used, and the test would see no replacement)."""
+    from llmrl.rl.ray_workers import RolloutWorker
+
+    class Stalled(RolloutWorker):  # defined in a function: Ray ships the class by value to its worker
+        def generate(self, prompts, params, offset):
+            time.sleep(3600)
+
+    return ray.remote(Stalled).options(num_cpus=cpus, max_restarts=0).remote(
+        gen.model_ref, gen.tokenizer, gen.backend, gen.threads)
+
+
 @pytest.mark.slow  # 2 actors + 1 replacement started: 40 s on the loaded 2-core VM
 def test_killed_rollout_actor_is_replaced_and_no_sample_is_lost_or_counted_twice(tiny_overrides, capsys):
     from llmrl.train.build import build_policy
@@ -96,6 +110,8 @@ def test_killed_rollout_actor_is_replaced_and_no_sample_is_lost_or_counted_twice
         prompts = [tok.encode(f"{i}:", add_special_tokens=False) for i in range(6)]
         params = SamplingParams(max_new_tokens=5, n=4, seed=11)
         whole = gen.generate(prompts, params)  # no failure
+        ray.kill(gen.actors[0], no_restart=True)
+        gen.actors[0] = _stalled_actor(gen, 0.5)  # busy with its chunk whenever the kill comes
         killed = [ray.get(gen.actors[0].pid.remote())]
 
         def kill_first(g: RayGenerator) -> None:  # right after the chunks went out: mid-call
@@ -129,6 +145,9 @@ def test_killed_actor_mid_training_step_leaves_the_batch_whole(tiny_overrides, m
 
     def spy(self, *a, **k):
         real(self, *a, **k)
+        if len(made) == 0:  # the first run's second actor never finishes a chunk: the kill is always mid-call
+            ray.kill(self.ray.actors[1], no_restart=True)
+            self.ray.actors[1] = _stalled_actor(self.ray, 0.5)
         made.append(self.ray)
 
     monkeypatch.setattr(rollouts.RolloutSource, "__init__", spy)
