@@ -98,6 +98,7 @@ class AgentCollector:
     failure_value: float
     agents: AgentsConfig
     pool_options: PoolOptions | None = None  # where the verdicts run (None = the defaults)
+    first_prompt: int | None = None  # torchrun: the global index of this rank's first prompt (seeds per group)
     pool: RewardPool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,9 +106,23 @@ class AgentCollector:
             raise ValueError(f"rollout.agents.count: {self.agents.count} agents but {len(self.generators)} generators")
         self.pool = task_pool(self.task, self.pool_options or PoolOptions.of(None))
 
+    def seed_per_group(self, first_prompt: int) -> None:
+        """Under torchrun: seed every agent's answer by its global place in the step (prompt, discussion,
+        agent), so a rank's discussions are those one process holding the whole batch samples with the same
+        per-group seeds, whatever the world size; group ids are global too."""
+        self.first_prompt = first_prompt
+
     def __call__(self, params: SamplingParams) -> Rollouts:
-        eps = run_discussions(self.generators, self.tokenizer, self.data.next(self.prompts), params,
-                              self.agents, self.chat_template)
+        gens, offset = self.generators, 0
+        if self.first_prompt is not None:
+            from llmrl.train.distributed import PerGroupSeeded
+
+            # discuss() samples one prompt per (prompt, discussion, agent of that generator), in that order
+            users = {id(g): sum(x is g for x in gens) for g in gens}
+            wrapped = {id(g): PerGroupSeeded(g, self.first_prompt * params.n * users[id(g)]) for g in gens}
+            gens, offset = [wrapped[id(g)] for g in gens], self.first_prompt * self.agents.count
+        eps = run_discussions(gens, self.tokenizer, self.data.next(self.prompts), params,  # type: ignore[arg-type]
+                              self.agents, self.chat_template, group_offset=offset)
         score_discussions(eps, self.agents, self.pool, self.failure_value)
         metrics = {**score_summary(eps), **round_metrics(eps)}
         return Rollouts(episodes=eps, metrics=metrics)

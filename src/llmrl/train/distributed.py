@@ -379,8 +379,11 @@ class DataParallel:
         share = prompts // w.size
         collect.prompts = share
         collect.data = RankShard(collect.data, w.rank, w.size)  # type: ignore[assignment]
-        collect.generator = PerGroupSeeded(collect.generator, w.rank * share)  # type: ignore[assignment]
-        if collect.dynamic_sampling:
+        if hasattr(collect, "seed_per_group"):  # discussions (AgentCollector): one generate prompt per agent answer
+            collect.seed_per_group(w.rank * share)
+        else:
+            collect.generator = PerGroupSeeded(collect.generator, w.rank * share)  # type: ignore[assignment]
+        if getattr(collect, "dynamic_sampling", False):
             return GlobalDynamicSampling(collect, w, prompts)  # type: ignore[return-value]
         return collect
 
