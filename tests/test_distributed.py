@@ -109,6 +109,33 @@ def test_baselines_two_ranks_equal_one_rank(runs, advantage):
             assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
 
 
+def test_reference_shaping_two_ranks_equal_one_rank(runs):
+    """PAR's references: each prompt missing on any rank is sampled once, by the first rank missing it, seeded by
+    its global index, and the new references are gathered into every rank's cache — 2 ranks give the 1-rank
+    run's shaped rewards and weights, and the cache rank 0 checkpoints holds every prompt of the run, as the
+    1-rank one does. (Sampled without the global seeds, one step's shaped mean differs by 0.016 but the weights
+    by only 2e-8 — that prompt's group had equal rewards — so the shaped rewards and the cache are checked.)"""
+    import torch
+
+    root, model = runs
+    extra = ["algo.shaping=par", "algo.reference_samples=2", "algo.advantage=rloo", "sft.steps=0"]  # linear in r
+    for n in (1, 2):
+        run(torchrun(n, root / f"par{n}", model, *extra))
+    assert max_diff(weights(root / "par1"), weights(root / "par2")) <= 1e-6
+    assert max_diff(weights(root / "par1"), weights(root / "ranks1")) > 1e-4  # the shaped rewards trained
+    rows = [[r for r in map(json.loads, (root / f"par{n}" / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"] for n in (1, 2)]
+    for a, b in zip(*rows, strict=True):  # the shaped rewards themselves (another reference stream: 0.016 apart)
+        assert abs(a["reward/shaped"] - b["reward/shaped"]) <= 1e-6, (a["step"], a["reward/shaped"], b["reward/shaped"])
+    refs = []
+    for n in (1, 2):
+        ckpt = root / f"par{n}" / "checkpoints"
+        state = torch.load(ckpt / (ckpt / "latest").read_text().strip() / "state.pt", weights_only=True)
+        refs.append(state["rewards"]["refs"])
+    assert refs[0] == refs[1] and len(refs[0]) == 6, refs  # 3 steps x 2 prompts, each sampled once
+    assert len({v for r in refs[0].values() for v in r}) > 1  # references that differ: the shaping is not flat
+
+
 PLAN_SCRIPT = """
 import warnings
 from llmrl.core.types import Batch, Episode

@@ -78,9 +78,6 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     data = DataStream(run.train, cfg.seed)
     collect = build_collector(run, cfg, data, a.reward_failure_value)  # groups of completions, scored
     baseline = build_baseline(cfg, run)  # what the estimator subtracts (remax: greedy reward, ...), or None
-    dp.refuse(**{f"algo.shaping={a.shaping}": scorer.ref_policy is not None and "each rank would sample and "
-                 "cache its own prompts' reference rewards: another random stream than one process, a cache only "
-                 "rank 0 saves"})
     if cfg.rollout.agents.count and (scorer.active or isinstance(baseline, GreedyBaseline)):
         raise ConfigError("rollout.agents: the MAPoRL per-round rewards do not combine with a reward model, length "
                           f"penalty, reward shaping or the {a.advantage} baseline")

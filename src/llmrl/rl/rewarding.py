@@ -18,9 +18,11 @@ Without any of the three, the episode rewards pass through unchanged.
 
 Under torchrun each rank scores its own episodes (the reward model is replicated on every rank; the length
 penalty is per episode); a shaper without references is applied to every rank's scores gathered in global
-order, so its running statistics (meanstd, clip, minmax) are those of one process. The reference shapers are
-refused there (each rank would sample and cache its own prompts' references: another random stream than one
-process, and a cache that rank 0 alone checkpoints).
+order, so its running statistics (meanstd, clip, minmax) are those of one process. The reference shapers
+sample the step's missing prompts once over all ranks: the ranks' missing prompts are gathered in global order
+(a prompt missing on several ranks is sampled by the first), each rank samples its contiguous share with each
+prompt seeded by its global index (as the rollouts are), and the new references are gathered into every
+rank's cache — so the cache rank 0 checkpoints is the whole run's, and N ranks sample what one rank does.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from llmrl.rewards.shaping import (
     stack_reference_rewards,
 )
 from llmrl.tasks.base import prompt_key
-from llmrl.train.distributed import gather_rows
+from llmrl.train.distributed import PerGroupSeeded, gather_objects, gather_rows, world
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -98,24 +100,40 @@ class SequenceRewards:
 
     def reference_rewards(self, samples: list[Sample], step: int) -> Tensor:
         """[B, M] reference rewards of each sample's prompt (NaN-padded), sampling the missing prompts."""
+        new: dict[str, list[float]] = {}
         missing: dict[str, Sample] = {}
         for s in samples:
             key = prompt_key(s["prompt"])
-            if key not in self.refs and "ref_rewards" in s:
-                self.refs[key] = [float(x) for x in s["ref_rewards"]]
-            elif key not in self.refs:
+            if key not in self.refs and key not in new and "ref_rewards" in s:
+                new[key] = [float(x) for x in s["ref_rewards"]]
+            elif key not in self.refs and key not in new:
                 missing.setdefault(key, s)
+        offset = 0
+        if world() is not None:  # torchrun: sample each prompt missing anywhere once, on the first rank missing it
+            every = gather_objects(list(missing))
+            claimed: set[str] = set()
+            for r, keys in enumerate(every):
+                mine = [k for k in keys if k not in claimed]
+                if r == world().rank:  # type: ignore[union-attr]
+                    missing = {k: missing[k] for k in mine}
+                    break
+                offset += len(mine)
+                claimed.update(mine)
         if missing:
             from llmrl.train.run import sampling_params
 
             generator, context = self.ref_policy  # type: ignore[misc]
+            if world() is not None:
+                generator = PerGroupSeeded(generator, offset)
             params = sampling_params(self.cfg, seed=derive_seed(self.cfg.seed, "reference", step))
             with context():
                 got = collect_reference_rewards(generator, self.run.tokenizer, list(missing.values()),
                                                 self.reward_fn(), m=self.cfg.algo.reference_samples, params=params,
                                                 chat_template=self.cfg.model.chat_template,
                                                 failure_value=self.cfg.algo.reward_failure_value)
-            self.refs.update(zip(missing, got))
+            new.update(zip(missing, got))
+        for part in gather_objects(new):  # torchrun: every rank's new references into every rank's cache
+            self.refs.update(part)
         return stack_reference_rewards([self.refs[prompt_key(s["prompt"])] for s in samples])
 
     def reward_fn(self) -> RewardFn:

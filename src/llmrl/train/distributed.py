@@ -134,6 +134,16 @@ def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.tensor([v for p in parts for v in p], dtype=x.dtype), sum(len(p) for p in parts[: w.rank])
 
 
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's ``obj`` (picklable) in rank order; ``[obj]`` when not distributed."""
+    w = _active()
+    if w is None:
+        return [obj]
+    parts: list[Any] = [None] * w.size
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
 def all_finite(loss: torch.Tensor) -> bool:
     """Whether the loss is finite on every rank: all ranks skip an update together (FSDP's collectives)."""
     ok = bool(torch.isfinite(loss.detach()).all())
@@ -357,16 +367,6 @@ class DataParallel:
     def main(self) -> bool:
         return self.world is None or self.world.main
 
-    def refuse(self, **features: bool | str) -> None:
-        """A one-line ConfigError for the first enabled feature that has no data-parallel path (a string value:
-        enabled, and the reason why, shown in the message)."""
-        if self.world is not None:
-            for name, on in features.items():
-                if on:
-                    why = f" ({on})" if isinstance(on, str) else ""
-                    raise ConfigError(f"{name}: not supported under torchrun yet ({self.world.size} ranks){why}; run "
-                                      f"it in one process (llmrl train without --nproc)")
-
     def shard_collector(self, collect: Collector, prompts: int) -> Collector:
         """Give this rank its share of the step's ``prompts`` groups (a ConfigError unless it divides evenly);
         returns the collector to call (with dynamic sampling: :class:`GlobalDynamicSampling` around it)."""
@@ -431,5 +431,5 @@ class DataParallel:
 
 
 __all__ = ["SUMMED", "DataParallel", "GlobalDynamicSampling", "NullLog", "agree_any", "PerGroupSeeded", "RankShard", "World", "all_finite", "all_sum", "barrier", "gather_rows",
-           "decoder_layers", "full_state", "global_counts", "init_world", "is_main", "launched", "on_main",
+           "decoder_layers", "full_state", "gather_objects", "global_counts", "init_world", "is_main", "launched", "on_main",
            "reduce_metrics", "shard_in_place", "shard_policy", "shutdown", "world"]
