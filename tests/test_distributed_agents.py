@@ -1,7 +1,8 @@
-"""MAPoRL discussions (``rollout.agents``, one shared policy, PPO with a critic and per-round turn rewards) under
-torchrun (gloo, real processes, float64): 2 ranks x 2 prompts equal 1 rank x 4 prompts — every agent's answer
-is seeded by its global place in the step (prompt, discussion, agent), so the discussions, their MAPoRL rewards
-and the updates of policy and critic are those of the 1-rank run."""
+"""MAPoRL discussions (``rollout.agents``, PPO with a critic and per-round turn rewards) under torchrun (gloo,
+real processes, float64): 2 ranks x 2 prompts equal 1 rank x 4 prompts — every agent's answer is seeded by its
+global place in the step (prompt, discussion, agent), so the discussions, their MAPoRL rewards and the updates
+of policies and critics are those of the 1-rank run; with one shared policy and with separate policies (each
+agent its own FSDP2 trainer, critic and optimizer)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,24 @@ def test_maporl_two_ranks_equal_one_rank(tmp_path):
                     "grad_norm", "critic/vf_loss"):
             assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
     assert len({r["reward"] for r in rows[0]} | {r["agents/reward_round1"] for r in rows[0]}) > 1  # not constant
+
+
+@pytest.mark.slow  # two torchrun launches
+def test_separate_policies_two_ranks_equal_one_rank(tmp_path):
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    model = save_tiny_model(tmp_path / "model", TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2,
+                                                              num_kv_heads=2, intermediate_size=64,
+                                                              max_position_embeddings=64))
+    for n in (1, 2):
+        run(torchrun(n, tmp_path / f"ranks{n}", model, "rollout.agents.shared=false", args=ARGS))
+    one, two = tmp_path / "ranks1", tmp_path / "ranks2"
+    finals = [[weights(out, f"final_model_agent{a}") for a in (0, 1)] for out in (one, two)]
+    assert max(max_diff(x, y) for x, y in zip(*finals, strict=True)) <= 1e-6  # each agent's policy
+    assert max_diff(*finals[1]) > 1e-4  # two policies that trained apart
+    rows = [train_rows(one), train_rows(two)]
+    assert len(rows[1]) == 2
+    for a, b in zip(*rows, strict=True):
+        for key in ("agents/reward_round0", "agents/reward_round1", "agent0/loss", "agent1/loss", "agent0/grad_norm",
+                    "agent1/grad_norm", "agent0/critic/vf_loss", "agent1/kl_coef"):
+            assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
+    assert (one / "summary.json").is_file() and (two / "summary.json").is_file()

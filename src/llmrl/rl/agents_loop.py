@@ -5,8 +5,13 @@ controller; the KL reference is the warm-started model, shared. Each step: one b
 each agent's turns are sampled by its own policy (one ``generate`` call per agent per round); then, agent by
 agent, its episodes are scored (per-round MAPoRL rewards on each turn's last token), advantaged and trained
 (``algo.epochs`` × ``algo.minibatches`` optimizer steps on its policy only). A small trainer: no resume, LoRA,
-torchrun, log-prob recomputation or reward shaping (one-line errors); metrics of agent a are logged as
-``agent{a}/...``, its final weights saved to ``<output_dir>/final_model_agent{a}``.
+log-prob recomputation or reward shaping (one-line errors); metrics of agent a are logged as ``agent{a}/...``,
+its final weights saved to ``<output_dir>/final_model_agent{a}``.
+
+Under torchrun every agent's policy (and critic) is an FSDP2 trainer beside its rollout replica, as the RL
+loop's; each rank runs the discussions of its share of the step's prompts (every answer seeded by its global
+place, :meth:`~llmrl.train.agent_collect.AgentCollector.seed_per_group`), batch statistics (GAE whitening, the
+KL controller's input) are taken over all ranks, and rank 0 logs, evaluates and saves.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from llmrl.rl.critic import Critic, build_critic
 from llmrl.train.agent_collect import AgentCollector, evaluate_discussion
 from llmrl.train.build import build_generator
 from llmrl.train.collect import DataStream
-from llmrl.train.distributed import world
+from llmrl.train.distributed import DataParallel, is_main
 from llmrl.train.evaluate import evaluate
 from llmrl.train.guard import eval_due, open_log
 from llmrl.train.optim import build_optimizer, build_scheduler
@@ -46,16 +51,18 @@ class Agent:
 
     def __init__(self, policy: torch.nn.Module, generator: Generator, cfg: Config) -> None:
         a, o = cfg.algo, cfg.optim
-        self.policy, self.generator = policy, generator
+        self.dp = DataParallel(policy)  # torchrun: an FSDP2 trainer (dp.policy) beside the replica; else as is
+        self.policy, self.replica, self.generator = self.dp.policy, policy, generator
         self.critic: Critic | None = build_critic(policy, cfg)
         extra = self.critic.joint_parameters() if self.critic else []
-        self.optimizer = build_optimizer([*policy.parameters(), *extra], o.lr, o.weight_decay, o.betas, o.eps)
+        self.optimizer = build_optimizer([*self.policy.parameters(), *extra], o.lr, o.weight_decay, o.betas, o.eps)
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, cfg.steps * a.epochs * a.minibatches,
                                          o.schedule)
         self.kl_ctl = KLController(a.kl_coef, a.kl_target, a.kl_horizon)
 
     def update(self, episodes: list[Episode], run: RunParts, cfg: Config, step: int) -> dict[str, float]:
-        """Score, advantage and train on this agent's episodes (the RL loop's steps 2-4); metrics."""
+        """Score, advantage and train on this agent's episodes (the RL loop's steps 2-4); metrics (reduced over
+        the ranks under torchrun)."""
         a, o = cfg.algo, cfg.optim
         batch = Batch.collate(episodes, run.pad_id)
         if run.ref is not None:
@@ -66,21 +73,22 @@ class Agent:
         beta = self.kl_ctl.value
         rewards = turn_token_rewards([[r * a.sequence_reward for r in e.metadata["turn_rewards"]] for e in episodes],
                                      [e.turn_spans for e in episodes], batch.mask, kl, beta * a.kl_in_reward)
-        batch.advantages = ADVANTAGES.get(a.advantage)(rewards, batch.mask, group_ids=batch.group_ids,
-                                                       baseline=batch.values if a.advantage == "gae" else None,
-                                                       **a.advantage_options)
+        with self.dp.whole_batch():  # torchrun: whitening over every rank's share
+            batch.advantages = ADVANTAGES.get(a.advantage)(rewards, batch.mask, group_ids=batch.group_ids,
+                                                           baseline=batch.values if a.advantage == "gae" else None,
+                                                           **a.advantage_options)
         metrics: dict[str, float] = {"kl_coef": beta, "lr": self.scheduler.get_last_lr()[0]}
         if self.critic is not None:
             batch.returns = self.critic.targets(rewards, batch)
             metrics.update(self.critic.batch_metrics(batch))
         if kl is not None:
-            self.kl_ctl.update(float(sequence_kl(kl, batch.mask)), batch.size)
+            self.kl_ctl.update(self.dp.mean(float(sequence_kl(kl, batch.mask))), int(self.dp.total(batch.size)))
         spec = LossSpec(loss=a.loss, loss_options=a.loss_options, agg=a.loss_agg,
                         agg_constant=a.agg_constant or float(cfg.rollout.max_new_tokens),
                         temperature=cfg.rollout.temperature, kl_estimator=a.kl_estimator,
                         entropy_coef=a.entropy_coef, kl_coef=0.0 if a.kl_in_reward else beta,
                         aux=self.critic.joint_loss if self.critic is not None and self.critic.shared else None)
-        n = a.epochs * a.minibatches
+        n, summed = a.epochs * a.minibatches, set()
         for epoch in range(a.epochs):
             order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, step,
                                                                                                    epoch)))
@@ -90,17 +98,19 @@ class Agent:
                 ok, pol = optimizer_step(self.policy, self.optimizer, self.scheduler, mb, spec, a.micro_batch_size,
                                          o.grad_clip)
                 upd.update(pol)
+                summed.update(upd)  # each rank's share of the minibatch's loss terms: summed over the ranks
                 upd["skipped"] = float(not ok)
                 for k, v in upd.items():
                     metrics[k] = metrics.get(k, 0.0) + v / n
-        return metrics
+        self.optimizer.zero_grad(set_to_none=True)
+        self.dp.sync()  # torchrun: the trainer's weights into the rollout replica
+        return self.dp.reduce(metrics, frozenset(summed - {"grad_norm", "critic/grad_norm", "critic/skipped"}))
 
 
 def refuse_unsupported(cfg: Config, resume: bool) -> None:
     """One-line ConfigErrors for what the separate-policies trainer does not do."""
     a = cfg.algo
-    for on, what in ((resume, "--resume"), (world() is not None, "torchrun"),
-                     (cfg.model.lora.enabled, "model.lora"), (cfg.rollout.backend == "vllm", "rollout.backend=vllm"),
+    for on, what in ((resume, "--resume"), (cfg.model.lora.enabled, "model.lora"), (cfg.rollout.backend == "vllm", "rollout.backend=vllm"),
                      (a.recompute_logprobs, "algo.recompute_logprobs"),
                      (bool(a.reward_model or a.length_penalty or a.shaping), "reward model / length penalty / shaping"),
                      (a.advantage in ("remax", "reinforce"), f"algo.advantage={a.advantage}"),
@@ -113,7 +123,10 @@ def refuse_unsupported(cfg: Config, resume: bool) -> None:
 
 
 def evaluate_agents(run: RunParts, agents: list[Agent], cfg: Config, step: int) -> dict[str, float]:
-    """Greedy single-agent metrics of every agent (``agent{a}/...``) and the discussion's per-round accuracy."""
+    """Greedy single-agent metrics of every agent (``agent{a}/...``) and the discussion's per-round accuracy
+    (torchrun: rank 0 only, the others get {})."""
+    if not is_main():
+        return {}
     e, out = cfg.eval, {}
     max_new = e.max_new_tokens or cfg.rollout.max_new_tokens
     for i, ag in enumerate(agents):
@@ -145,11 +158,12 @@ def train_separate(cfg: Config, resume: bool = False) -> dict[str, Any]:
                              prompts=cfg.rollout.prompts_per_step, chat_template=cfg.model.chat_template,
                              failure_value=cfg.algo.reward_failure_value, agents=cfg.rollout.agents,
                              pool_options=PoolOptions.for_run(cfg))
+    collect = agents[0].dp.shard_collector(collect, cfg.rollout.prompts_per_step)  # torchrun: this rank's share
     log, before = open_log(out, None, lambda: evaluate_agents(run, agents, cfg, 0), cfg)
     for step in range(1, cfg.steps + 1):
         t_step = time.time()
         ro = collect(sampling_params(cfg, seed=derive_seed(cfg.seed, "rollout", step)))
-        rec: dict[str, float] = {**ro.metrics, "time/generate": time.time() - t_step}
+        rec: dict[str, float] = {**agents[0].dp.reduce(ro.metrics), "time/generate": time.time() - t_step}
         for i, ag in enumerate(agents):
             mine = [e for e in ro.episodes if e.agent_id == i]
             rec.update({f"agent{i}/{k}": v for k, v in ag.update(mine, run, cfg, step).items()})
@@ -160,9 +174,10 @@ def train_separate(cfg: Config, resume: bool = False) -> dict[str, Any]:
     after = log.log(cfg.steps, evaluate_agents(run, agents, cfg, cfg.steps), kind="eval")
     log.close()
     for i, ag in enumerate(agents):
-        save_model_atomic(ag.policy, run.tokenizer, out / f"final_model_agent{i}")
+        save_model_atomic(ag.replica, run.tokenizer, out / f"final_model_agent{i}")  # torchrun: rank 0
     summary = {"accuracy_before": before.get("accuracy"), "accuracy_after": after.get("accuracy"),
                "wall_seconds": time.time() - t0, "sft_seconds": run.sft_seconds, "steps": cfg.steps,
                "before": before, "after": after}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if is_main():
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
