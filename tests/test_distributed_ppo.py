@@ -103,6 +103,41 @@ def test_ppo_resume_on_another_world_size(ppo_runs, tmp_path):
     assert max_diff(critic_weights(root / "ranks2"), critic_weights(out)) <= 1e-6
 
 
+@pytest.mark.slow  # three torchrun launches
+def test_shared_backbone_critic_two_ranks_equal_one_rank(ppo_runs, tmp_path):
+    """critic.share_backbone under torchrun: the value head (sharded like the policy) on the FSDP2 trainer's
+    last hidden states, stepped with the policy by one optimizer, after a warm-up step that trains the head
+    alone. 2 ranks = 1 rank for the policy and the saved critic (backbone = the policy, + head); the 2-rank
+    step-2 checkpoint (trainer + head + both AdamW states in one DCP state) resumed on 1 rank gives the same."""
+    root, model = ppo_runs
+    shutil.copy(root / "recipe.yaml", tmp_path / "recipe.yaml")
+    args = [*ARGS, "critic.share_backbone=true", "critic.warmup_steps=1"]
+    for n in (1, 2):
+        run(torchrun(n, tmp_path / f"shared{n}", model, args=args))
+    one, two = tmp_path / "shared1", tmp_path / "shared2"
+    assert max_diff(weights(one), weights(two)) <= 1e-6
+    assert max_diff(critic_weights(one), critic_weights(two)) <= 1e-6
+    backbone = weights(two, "critic_model")
+    policy = weights(two)
+    assert max(float((backbone[k] - policy[f"model.{k}"]).abs().max()) for k in backbone) == 0.0  # one backbone
+    start = load_file(str(model / "model.safetensors"))
+    assert max(float((policy[k] - start[k]).abs().max()) for k in policy) > 1e-4  # the policy trained
+    rows = [train_rows(one), train_rows(two)]
+    assert "grad_norm" not in rows[1][0] and "critic/grad_norm" in rows[1][0]  # step 1: the head alone
+    for a, b in zip(*rows, strict=True):
+        for key in ("reward", "critic/vf_loss"):
+            assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
+    out = tmp_path / "resumed"
+    shutil.copytree(two, out)
+    for name in ("final_model", "critic_model", "summary.json"):
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    shutil.rmtree(out / "checkpoints" / "step_000003")
+    (out / "checkpoints" / "latest").write_text("step_000002")
+    run(torchrun(1, out, model, "--resume", args=args))
+    assert max_diff(weights(two), weights(out)) <= 1e-6
+    assert max_diff(critic_weights(two), critic_weights(out)) <= 1e-6
+
+
 def test_whole_batch_whitening_is_the_whole_batch_s():
     """In-process: inside ``whole_batch`` one share [1, 2] of the batch [1, 2, 3, 4] is whitened with the whole
     batch's mean 2.5 and unbiased std sqrt(5/3) (the other share's sums come from the stand-in all-reduce)."""

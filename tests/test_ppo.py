@@ -123,6 +123,25 @@ def _episode(reward: float, n_tokens: int, prompt: str, refs: list[float]) -> Ep
     return Episode.single_turn([5, 6], list(range(7, 7 + n_tokens)), [0.0] * n_tokens, sample, reward=reward)
 
 
+def test_shared_backbone_value_loss_metric_does_not_depend_on_the_micro_batch(tiny_overrides, tmp_path):
+    """Under share_backbone the value loss rides in the policy loss (``Critic.policy_aux``); its logged
+    ``critic/vf_loss`` is the minibatch's value loss with one sequence per micro-batch as with the whole
+    minibatch at once (it was the sum of the micro-batches' shares each weighted once more by its share of the
+    sequences: 1/8 of the value with micro-batches of 1 here)."""
+    runs = []
+    for micro in (0, 1):
+        cfg = load_config(None, [*tiny_overrides, *PPO, "task.name=test_char_a", "steps=2", "model.dtype=float64",
+                                 "critic.share_backbone=true", f"algo.micro_batch_size={micro}",
+                                 "rollout.prompts_per_step=2", "eval.samples=0", "eval.pass_k=[1]",
+                                 f"output_dir={tmp_path / str(micro)}"])
+        rl.train(cfg)
+        runs.append(read_metrics(f"{cfg.output_dir}/metrics.jsonl", "train"))
+    for a, b in zip(*runs, strict=True):
+        assert b["critic/vf_loss"] == pytest.approx(a["critic/vf_loss"], rel=1e-6)  # float32 values
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
+    assert runs[0][0]["critic/vf_loss"] > 0
+
+
 def test_par_shaping_flows_into_the_last_token_reward(tiny_overrides):
     cfg = load_config(None, [*tiny_overrides, "algo.shaping=par", "algo.length_penalty={threshold: 2, coef: 0.1}"])
     model, tok = build_tiny_model(_spec(cfg))

@@ -53,7 +53,7 @@ class Agent:
         a, o = cfg.algo, cfg.optim
         self.dp = DataParallel(policy)  # torchrun: an FSDP2 trainer (dp.policy) beside the replica; else as is
         self.policy, self.replica, self.generator = self.dp.policy, policy, generator
-        self.critic: Critic | None = build_critic(policy, cfg)
+        self.critic: Critic | None = build_critic(policy, cfg, self.policy)
         extra = self.critic.joint_parameters() if self.critic else []
         self.optimizer = build_optimizer([*self.policy.parameters(), *extra], o.lr, o.weight_decay, o.betas, o.eps)
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, cfg.steps * a.epochs * a.minibatches,
@@ -87,7 +87,7 @@ class Agent:
                         agg_constant=a.agg_constant or float(cfg.rollout.max_new_tokens),
                         temperature=cfg.rollout.temperature, kl_estimator=a.kl_estimator,
                         entropy_coef=a.entropy_coef, kl_coef=0.0 if a.kl_in_reward else beta,
-                        aux=self.critic.joint_loss if self.critic is not None and self.critic.shared else None)
+                        aux=self.critic.policy_aux if self.critic is not None and self.critic.shared else None)
         n, summed = a.epochs * a.minibatches, set()
         for epoch in range(a.epochs):
             order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, step,

@@ -14,7 +14,7 @@ Modes (``critic`` config section):
 
 * separate (default): a copy of the policy's transformer (or ``critic.path``) with its own optimizer.
 * ``share_backbone``: the head sits on the policy's own transformer. The value loss is added to the
-  policy loss (``LossSpec.aux`` = :meth:`Critic.joint_loss`) and one optimizer steps the policy and the
+  policy loss (``LossSpec.aux`` = :meth:`Critic.policy_aux`) and one optimizer steps the policy and the
   head; during the critic warm-up steps only the head is trained, on detached features.
 * ``frozen`` (DVPO): values only; :meth:`update` does nothing and nothing is checkpointed but the step.
 
@@ -22,8 +22,12 @@ Under torchrun (docs/scaling.md) a trained separate critic is sharded like the p
 in place (:func:`~llmrl.train.distributed.shard_in_place`), gradients reduce-scattered as sums, each rank's
 value loss normalised by the minibatch's global token count (:func:`~llmrl.train.distributed.global_counts`),
 so the step equals one process's; its weights and AdamW states go into the sharded (DCP) checkpoint. A frozen
-critic is replicated (a full copy per rank, no gradient); ``share_backbone`` is refused (the policy is the FSDP
-trainer, the head would sit on the rollout replica).
+critic is replicated (a full copy per rank, no gradient). Under ``share_backbone`` the head is sharded the same
+way and sits on the FSDP2 policy trainer: the joint value loss reads the trainer's last hidden states through
+its full forward (``output_hidden_states``; the logits it also computes are unused), so the value gradient
+reaches the trainer's sharded weights through FSDP's own hooks; the no-grad values (rollout batch, warm-up)
+read the rollout replica's, which holds the trainer's weights at those points. The policy optimizer steps
+the trainer and the head, so checkpoints hold both in one DCP state (:meth:`Critic.checkpoint_model`).
 """
 
 from __future__ import annotations
@@ -57,8 +61,9 @@ class Critic:
                  betas: tuple[float, float] | list[float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, grad_clip: float = 1.0, vf_coef: float = 1.0,
                  value_clip: float | None = 0.2, micro_batch_size: int = 0, gamma: float = 1.0,
-                 lam: float = 0.95) -> None:
+                 lam: float = 0.95, trainer: nn.Module | None = None) -> None:
         self.model, self.shared, self.frozen = model.eval(), shared, frozen  # eval: no dropout
+        self.trunk: nn.Module | None = None  # torchrun + share_backbone: the FSDP2 policy trainer
         self.grad_clip, self.vf_coef, self.value_clip = grad_clip, vf_coef, value_clip
         self.micro_batch_size, self.gamma, self.lam = micro_batch_size, gamma, lam
         self.configured_micro = micro_batch_size  # 0: follow the policy's plan (:meth:`follow`)
@@ -66,10 +71,13 @@ class Critic:
         self.template: nn.Module | None = None  # sharded: the unsharded structure on the meta device (save)
         if not frozen and world() is not None:
             if shared:
-                raise ConfigError("critic.share_backbone: not supported under torchrun (the policy is the FSDP "
-                                  "trainer); use a separate critic (the default) or run in one process")
-            self.template = _meta_copy(model)
-            self.model = shard_in_place(model)
+                if trainer is None:
+                    raise ValueError("Critic(shared=True) under torchrun needs the FSDP2 policy trainer")
+                self.trunk, self.template = trainer, _meta_copy(model.head)
+                shard_in_place(model.head)  # the backbone is the replica's (no-grad values); the trainer is trunk
+            else:
+                self.template = _meta_copy(model)
+                self.model = shard_in_place(model)
         if frozen:
             model.requires_grad_(False)
         else:
@@ -83,6 +91,9 @@ class Critic:
         if self.shared and not backbone_grad:
             with torch.no_grad():
                 h = self.model.hidden_states(ids)
+            return self.model.head(h).squeeze(-1).float()[:, :-1]
+        if self.trunk is not None and torch.is_grad_enabled():  # torchrun: the value gradient into the trainer
+            h = self.trunk(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states[-1]
             return self.model.head(h).squeeze(-1).float()[:, :-1]
         return self.model(ids)[:, :-1]  # right padding: causal attention is exact for real tokens
 
@@ -104,14 +115,24 @@ class Critic:
     def joint_loss(self, mb: Batch, num_seqs: float, num_tokens: float,
                    backbone_grad: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
         """vf_coef × the clipped value loss of a micro-batch, normalised by the minibatch's token count
-        (summing over micro-batches gives the minibatch loss). Also the ``aux`` term of the policy loss
-        under ``share_backbone``."""
+        (summing over micro-batches gives the minibatch loss); under ``share_backbone`` also the policy loss's
+        ``aux`` term (:meth:`policy_aux`)."""
         assert mb.values is not None and mb.returns is not None, "values and returns must be computed first"
         mb = mb.to(module_device(self.model))  # the batch meets the critic on its device
         v = self._values(mb, backbone_grad)
         loss, m = value_loss(v, mb.values, mb.returns, mb.mask, clip=self.value_clip, agg="token-mean",
                              num_seqs=num_seqs, num_tokens=num_tokens)
         return self.vf_coef * loss, {"critic/vf_loss": loss.detach(), **{f"critic/{k}": x for k, x in m.items()}}
+
+    def policy_aux(self, mb: Batch, num_seqs: float, num_tokens: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`joint_loss` as the policy loss's ``aux`` term under ``share_backbone``. ``optimizer_step``
+        weighs each micro-batch's metrics by its share of the minibatch's sequences (they are means); the
+        value loss is already this micro-batch's share of the minibatch loss, so it is reported divided by that
+        weight, and the logged ``critic/vf_loss`` is the minibatch's value loss whatever the micro-batching
+        and the number of ranks."""
+        loss, metrics = self.joint_loss(mb, num_seqs, num_tokens)
+        metrics["critic/vf_loss"] = metrics["critic/vf_loss"] * (num_seqs / max(mb.size, 1))
+        return loss, metrics
 
     def update(self, mb: Batch, policy_step: bool) -> dict[str, float]:
         """One critic optimizer step on minibatch ``mb``; metrics. Nothing happens when frozen, or when the
@@ -171,6 +192,16 @@ class Critic:
         """What a checkpoint must hold: the head under share_backbone (the policy holds the rest)."""
         return self.model.head if self.shared else self.model
 
+    def checkpoint_model(self, policy: nn.Module) -> nn.Module:
+        """What a checkpoint saves with the policy optimizer: ``policy``, or under torchrun + share_backbone a
+        module holding the policy trainer and the head (that optimizer steps both; DCP names every parameter
+        it holds by its place in the module it is given)."""
+        if self.trunk is None:
+            return policy
+        joint = nn.Module()
+        joint.policy, joint.value_head = policy, self.model.head
+        return joint
+
     @property
     def sharded(self) -> bool:
         """FSDP2-sharded (torchrun): weights and optimizer states go into the DCP checkpoint, not state_dict."""
@@ -193,6 +224,17 @@ class Critic:
         weights (collective), rank 0 writes them through an unsharded copy of the structure."""
         if self.template is None:
             return self.model.save(path, tokenizer)
+        if self.trunk is not None:  # share_backbone: the replica's backbone (synced) + the gathered head
+            full, head = full_state(self.model.head), self.model.head
+            if is_main():
+                plain = copy.deepcopy(self.template).to_empty(device=module_device(self.model))
+                plain.load_state_dict(full)
+                self.model.head = plain
+                try:
+                    self.model.save(path, tokenizer)
+                finally:
+                    self.model.head = head
+            return Path(path)
         full = full_state(self.model)
         if is_main():
             plain = copy.deepcopy(self.template).to_empty(device="cpu")
@@ -201,9 +243,10 @@ class Critic:
         return Path(path)
 
 
-def build_critic(policy: nn.Module, cfg: Config) -> Critic | None:
+def build_critic(policy: nn.Module, cfg: Config, trainer: nn.Module | None = None) -> Critic | None:
     """The critic configured by ``cfg.critic`` (None unless ``algo.advantage`` is gae): from
-    ``critic.path``, else from the policy's current weights (call before any RL update or resume)."""
+    ``critic.path``, else from the policy's current weights (call before any RL update or resume). Under
+    torchrun ``policy`` is the rollout replica and ``trainer`` the FSDP2 copy (what share_backbone trains)."""
     c, a = cfg.critic, cfg.algo
     if a.advantage != "gae":
         return None
@@ -222,7 +265,8 @@ def build_critic(policy: nn.Module, cfg: Config) -> Critic | None:
     gamma, lam = (float(a.advantage_options.get(k, defaults[k])) for k in ("gamma", "lam"))  # the estimator's
     return Critic(model, shared=c.share_backbone, frozen=c.frozen, lr=c.lr, betas=o.betas, eps=o.eps,
                   weight_decay=o.weight_decay, grad_clip=c.grad_clip, vf_coef=c.vf_coef, value_clip=c.value_clip,
-                  micro_batch_size=c.micro_batch_size or a.micro_batch_size, gamma=gamma, lam=lam)
+                  micro_batch_size=c.micro_batch_size or a.micro_batch_size, gamma=gamma, lam=lam,
+                  trainer=trainer)
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:

@@ -69,7 +69,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     a, o, out = cfg.algo, cfg.optim, Path(cfg.output_dir)
     dp = DataParallel(run.model)  # torchrun: FSDP2 trainer (dp.policy) + rollout replica (run.model); else as is
     policy, run.show_progress = dp.policy, run.show_progress and dp.main
-    critic, scorer = build_critic(run.model, cfg), SequenceRewards(cfg, run)  # both copy the initial policy
+    critic, scorer = build_critic(run.model, cfg, policy), SequenceRewards(cfg, run)  # both copy the initial policy
     warm = cfg.critic.warmup_steps if critic is not None else 0  # RL steps that train only the critic
     optimizer = build_optimizer([*policy.parameters(), *(critic.joint_parameters() if critic else [])],
                                 o.lr, o.weight_decay, o.betas, o.eps)
@@ -90,7 +90,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     auto_micro = AutoMicroBatch(policy, o.memory_budget_gb, micro_batch_size=a.micro_batch_size,  # the trainer
                                 reference=run.ref is not None and run.ref is not run.model,  # 0: from the budget
                                 extra_bytes=critic.memory_bytes() if critic is not None else 0)
-    state = resume_state(out, resume, policy, optimizer, scheduler, extra, config=to_dict(cfg),
+    saved = critic.checkpoint_model(policy) if critic is not None else policy  # + a shared head under torchrun
+    state = resume_state(out, resume, saved, optimizer, scheduler, extra, config=to_dict(cfg),
                          extra_optimizers=sharded)
     if state is not None:
         data.position, bad.count = state["data_position"], state["bad_steps"]
@@ -103,7 +104,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     log, run.before = open_log(out, state, lambda: evaluate_run(run, cfg, step=0), cfg)
 
     def checkpoint(step: int) -> Path:
-        return save_checkpoint(out / "checkpoints", step, policy, optimizer, scheduler, keep=cfg.keep_checkpoints,
+        return save_checkpoint(out / "checkpoints", step, saved, optimizer, scheduler, keep=cfg.keep_checkpoints,
                                state={"data_position": rollouts.data_position, "bad_steps": bad.count, "rng": rng_state(),
                                       **{k: obj.state_dict() for k, obj in stateful.items()}},
                                extra_models=extra, config=to_dict(cfg), extra_optimizers=sharded)
@@ -112,7 +113,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     spec = LossSpec(loss=a.loss, loss_options=a.loss_options, agg=a.loss_agg,
                     agg_constant=a.agg_constant or float(cfg.rollout.max_new_tokens),
                     temperature=cfg.rollout.temperature, kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef,
-                    aux=critic.joint_loss if critic is not None and critic.shared else None)
+                    aux=critic.policy_aux if critic is not None and critic.shared else None)
     start = state["step"] if state is not None else 0
     bar = run.progress(cfg.steps, start)
     for step in saves.steps(start):  # after each: checkpoint if due; RunInterrupted after a SIGINT/SIGTERM
