@@ -110,7 +110,8 @@ class Agent:
 def refuse_unsupported(cfg: Config, resume: bool) -> None:
     """One-line ConfigErrors for what the separate-policies trainer does not do."""
     a = cfg.algo
-    for on, what in ((resume, "--resume"), (cfg.model.lora.enabled, "model.lora"), (cfg.rollout.backend == "vllm", "rollout.backend=vllm"),
+    for on, what in ((resume, "--resume"), (cfg.model.lora.enabled, "model.lora"),
+                     (cfg.rollout.backend == "vllm", "rollout.backend=vllm"),
                      (a.recompute_logprobs, "algo.recompute_logprobs"),
                      (bool(a.reward_model or a.length_penalty or a.shaping), "reward model / length penalty / shaping"),
                      (a.advantage in ("remax", "reinforce"), f"algo.advantage={a.advantage}"),
