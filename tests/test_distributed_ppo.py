@@ -40,6 +40,23 @@ ARGS = [
     "rollout.samples_per_prompt=4", "rollout.max_new_tokens=6", "optim.lr=1e-3", "rollout.dynamic_sampling=true",
 ]
 
+DVPO_RECIPE = """trainer: dvpo
+seed: 3
+task:
+  name: arithmetic
+  options: {digits: 1, ops: ["+"], style: plain}
+gvm: {num_pairs: 32, eval_pairs: 8, steps: 4, batch_size: 8, lr: 1.0e-3, max_length: 16, max_prompt_length: 8}
+algo:
+  advantage: gae
+  advantage_options: {gamma: 1.0, lam: 0.95, whiten: true}
+  loss: ppo_clip
+  sequence_reward: false
+  kl_in_reward: true
+  kl_coef: 0.2
+  kl_target: 0.1
+critic: {frozen: true}
+"""
+
 
 def critic_weights(out: Path) -> dict:
     """The saved value model: backbone and scalar head together."""
@@ -138,12 +155,50 @@ def test_shared_backbone_critic_two_ranks_equal_one_rank(ppo_runs, tmp_path):
     assert max_diff(critic_weights(two), critic_weights(out)) <= 1e-6
 
 
+@pytest.mark.slow  # one value model in one process, then three torchrun launches
+def test_dvpo_two_ranks_equal_one_rank(ppo_runs, tmp_path):
+    """trainer dvpo under torchrun: the value model trained first in one process (trainer=dvpo_value), then
+    PPO against it frozen (replicated on every rank), KL-only rewards: 2 ranks = 1 rank. Without critic.path
+    the trainer names the two steps."""
+    import subprocess
+    import sys
+
+    from tests.test_distributed import ENV
+
+    root, model = ppo_runs
+    (tmp_path / "dvpo.yaml").write_text(DVPO_RECIPE)
+    head, _, rest = DVPO_RECIPE.partition("algo:")  # the value model's recipe: task and gvm only
+    (tmp_path / "gvm.yaml").write_text(head.replace("trainer: dvpo", "trainer: dvpo_value"))
+    common = ["model.dtype=float64", "progress=false", "threads=1", "task.train_size=64", "task.test_size=8",
+              f"model.path={model}"]
+    gvm = subprocess.run([sys.executable, "-m", "llmrl", "train", str(tmp_path / "gvm.yaml"), *common,
+                          f"output_dir={tmp_path / 'gvm'}"], env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert gvm.returncode == 0, gvm.stderr[-3000:]
+    args = [*common, "steps=3", "eval.samples=2", "eval.pass_k=[2]", "eval.every=0", "rollout.prompts_per_step=2",
+            "rollout.samples_per_prompt=4", "rollout.max_new_tokens=6", "optim.lr=1e-3", "save_every=0"]
+    for n in (1, 2):
+        run(torchrun(n, tmp_path / f"dvpo{n}", model, f"critic.path={tmp_path / 'gvm' / 'value_model'}",
+                     recipe="dvpo.yaml", args=args))
+    one, two = tmp_path / "dvpo1", tmp_path / "dvpo2"
+    assert max_diff(weights(one), weights(two)) <= 1e-6
+    start = load_file(str(model / "model.safetensors"))
+    assert max(float((weights(two)[k] - start[k]).abs().max()) for k in start) > 1e-4  # the policy trained
+    rows = [train_rows(one), train_rows(two)]
+    for a, b in zip(*rows, strict=True):
+        for key in ("loss", "grad_norm", "kl_coef", "critic/value_old", "critic/explained_variance"):
+            assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
+    p = subprocess.run(torchrun(1, tmp_path / "nogvm", model, recipe="dvpo.yaml", args=args), env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "critic.path must name a trained value model" in p.stderr, p.stderr[-2000:]
+
+
 def test_whole_batch_whitening_is_the_whole_batch_s():
     """In-process: inside ``whole_batch`` one share [1, 2] of the batch [1, 2, 3, 4] is whitened with the whole
     batch's mean 2.5 and unbiased std sqrt(5/3) (the other share's sums come from the stand-in all-reduce)."""
     import torch
 
-    from llmrl.core.ops import masked_whiten, whole_batch
+    from llmrl.core.ops import batch_moments, masked_whiten, whole_batch
 
     calls: list[torch.Tensor] = []
 
@@ -158,3 +213,8 @@ def test_whole_batch_whitening_is_the_whole_batch_s():
     assert torch.allclose(got, torch.tensor([[-1.5 / std, -0.5 / std, 0.0]]), atol=1e-6)
     assert len(calls) == 2
     assert torch.allclose(masked_whiten(x, mask), torch.tensor([[-(0.5**0.5), 0.5**0.5, 0.0]]), atol=1e-6)  # alone
+    calls.clear()
+    with whole_batch(other_share):  # the critic's logged token means / explained variance: the same moments
+        mean, var = batch_moments(x, mask)
+    assert float(mean) == pytest.approx(2.5) and float(var) == pytest.approx(5 / 3) and len(calls) == 2
+    assert [float(t) for t in batch_moments(x, mask)] == pytest.approx([1.5, 0.5])  # alone

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from llmrl.algos.advantages import ADVANTAGES
 from llmrl.algos.aggregation import aggregate
-from llmrl.core.ops import masked_mean, masked_var, masked_whiten
+from llmrl.core.ops import batch_moments, masked_mean, masked_whiten
 
 
 def _check(rewards: Tensor, values: Tensor, mask: Tensor) -> None:
@@ -143,9 +143,10 @@ def value_loss(
 @torch.no_grad()
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
     """1 − Var(R − V) / Var(R) over the valid tokens (1 = perfect critic, 0 = no better than a constant,
-    negative = worse). NaN when the returns have zero variance."""
-    var_r = masked_var(returns, mask)
-    ev = 1.0 - masked_var(returns - values, mask) / var_r.clamp(min=torch.finfo(var_r.dtype).tiny)
+    negative = worse). NaN when the returns have zero variance. Inside ``core.ops.whole_batch``: over every
+    process's share of the batch."""
+    var_r = batch_moments(returns, mask)[1]
+    ev = 1.0 - batch_moments(returns - values, mask)[1] / var_r.clamp(min=torch.finfo(var_r.dtype).tiny)
     return torch.where(var_r > 0, ev, torch.full_like(ev, float("nan")))
 
 

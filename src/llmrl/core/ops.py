@@ -72,6 +72,15 @@ def _whole_batch_moments(x: Tensor, mask: Tensor,
     return mean.to(x.dtype), var.to(x.dtype)
 
 
+def batch_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, unbiased variance) of ``x`` where ``mask`` is 1, as :func:`masked_mean` / :func:`masked_var`;
+    inside a :func:`whole_batch` block over every process's share (summed in float64), e.g. the critic's
+    explained variance logged under torchrun."""
+    if (sum_shares := _BATCH_SUM.get()) is not None:
+        return _whole_batch_moments(x, mask.to(x.dtype), sum_shares)
+    return masked_mean(x, mask), masked_var(x, mask)
+
+
 def batch_mean(x: Tensor) -> Tensor:
     """``x.mean()``; inside a :func:`whole_batch` block the mean over every process's share of the batch (summed in
     float64, as ``x.dtype``), e.g. the batch return folded into REINFORCE's running-mean baseline."""

@@ -80,7 +80,8 @@ class Agent:
         metrics: dict[str, float] = {"kl_coef": beta, "lr": self.scheduler.get_last_lr()[0]}
         if self.critic is not None:
             batch.returns = self.critic.targets(rewards, batch)
-            metrics.update(self.critic.batch_metrics(batch))
+            with self.dp.whole_batch():  # torchrun: token means over every rank
+                metrics.update(self.critic.batch_metrics(batch))
         if kl is not None:
             self.kl_ctl.update(self.dp.mean(float(sequence_kl(kl, batch.mask))), int(self.dp.total(batch.size)))
         spec = LossSpec(loss=a.loss, loss_options=a.loss_options, agg=a.loss_agg,

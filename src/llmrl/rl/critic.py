@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from llmrl.algos import explained_variance, gae, value_loss
 from llmrl.algos.value import gae_advantages
 from llmrl.core.errors import ConfigError
+from llmrl.core.ops import batch_moments
 from llmrl.core.seed import derive_seed
 from llmrl.models.device import module_device
 from llmrl.models.value_head import ScalarHeadModel, load_scalar_model, scalar_model_from_policy
@@ -179,13 +180,13 @@ class Critic:
 
     @staticmethod
     def batch_metrics(batch: Batch) -> dict[str, float]:
-        """Explained variance of the old values w.r.t. the returns, and their means."""
+        """Explained variance of the old values w.r.t. the returns, and their means (token means; inside
+        ``DataParallel.whole_batch``, over every rank's tokens)."""
         assert batch.values is not None and batch.returns is not None
         ev = explained_variance(batch.values, batch.returns, batch.mask)
-        n = batch.mask.sum().clamp(min=1)
         return {"critic/explained_variance": float(ev),
-                "critic/value_old": float((batch.values * batch.mask).sum() / n),
-                "critic/return_mean": float((batch.returns * batch.mask).sum() / n)}
+                "critic/value_old": float(batch_moments(batch.values, batch.mask)[0]),
+                "critic/return_mean": float(batch_moments(batch.returns, batch.mask)[0])}
 
     # -------------------------------------------------------------------------------------- state / io
     def module(self) -> nn.Module:

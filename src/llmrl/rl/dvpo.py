@@ -41,6 +41,7 @@ from llmrl.core.seed import derive_seed, seed_everything
 from llmrl.models.device import module_device
 from llmrl.models.value_head import HEAD_WEIGHTS, ScalarHeadModel, scalar_model_from_policy
 from llmrl.tasks.preference import PreferencePair, read_preference_pairs
+from llmrl.train.distributed import world
 from llmrl.train.optim import build_optimizer
 from llmrl.train.pairs import PairBatch, encode_pairs
 from llmrl.train.rundir import atomic_dir
@@ -212,6 +213,11 @@ def train(cfg: DVPORoot, resume: bool = False) -> dict[str, Any]:
     if cfg.algo.advantage != "gae":
         raise ConfigError("trainer dvpo: algo.advantage must be gae (advantages from the frozen value model)")
     gvm: dict[str, Any] = {}
+    if not cfg.critic.path and world() is not None:
+        raise ConfigError("trainer dvpo under torchrun: critic.path must name a trained value model (train it first "
+                          "in one process with trainer=dvpo_value, then pass critic.path=<its gvm.output or "
+                          "output_dir/value_model>); the RL phase is data-parallel, the frozen value model "
+                          "replicated on every rank")
     if not cfg.critic.path:
         out = Path(cfg.output_dir)
         path, sft_dir = Path(cfg.gvm.output) if cfg.gvm.output else out / "value_model", out / "sft_model"

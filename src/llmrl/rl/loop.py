@@ -161,7 +161,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
                                          baseline=baseline(rewards, batch, ro.episodes, step), **turns, **a.advantage_options)
         if critic is not None:
             batch.returns = critic.targets(rewards, batch)  # GAE returns: the value targets
-            score_metrics.update(critic.batch_metrics(batch))
+            with dp.whole_batch():  # torchrun: token means over every rank
+                score_metrics.update(critic.batch_metrics(batch))
         if kl is not None:
             kl_ctl.update(dp.mean(float(sequence_kl(kl, batch.mask))), int(dp.total(batch.size)))
         t_score = time.time()
