@@ -248,6 +248,33 @@ def test_dpo_two_ranks_equal_one_rank(runs):
     assert max_diff(weights(root / "dpo1"), weights(root / "dpo2")) <= 1e-6
 
 
+def test_reward_model_two_ranks_equal_one_rank(runs, tmp_path):
+    """trainer reward_model: 3 steps of 8 task pairs, 2 ranks x 4 = 1 rank x 8 (the saved head and backbone, the
+    logged loss and accuracy); user-level DP-SGD stays single-process (a one-line error)."""
+    root, model = runs
+    (tmp_path / "rm.yaml").write_text("trainer: reward_model\nseed: 3\ntask:\n  name: arithmetic\n"
+                                      "  options: {digits: 2, ops: [\"+\"], style: plain}\n")
+    args = ["model.dtype=float64", "progress=false", "threads=1", "task.train_size=64", "task.test_size=8",
+            "rm.batch_size=8", "rm.max_steps=3", "rm.lr=1e-3", "rm.max_length=24", "rm.max_prompt_length=12",
+            "save_every=0"]
+    for n in (1, 2):
+        run(torchrun(n, tmp_path / f"rm{n}", model, recipe="rm.yaml", args=args))
+    outs = [tmp_path / f"rm{n}" / "reward_model" for n in (1, 2)]
+    both = [{**load_file(str(o / "model.safetensors")), **load_file(str(o / "scalar_head.safetensors"))} for o in outs]
+    assert max_diff(*both) <= 1e-6
+    start = load_file(str(model / "model.safetensors"))
+    assert max(float((both[1][k] - start[f"model.{k}"]).abs().max()) for k in both[1] if f"model.{k}" in start) > 1e-4
+    rows = [[r for r in map(json.loads, (tmp_path / f"rm{n}" / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"] for n in (1, 2)]
+    assert len(rows[1]) == 3
+    for a, b in zip(*rows, strict=True):
+        for key in ("loss", "accuracy", "grad_norm"):
+            assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
+    p = subprocess.run(torchrun(1, tmp_path / "user_dp", model, "rm.privacy.mechanism=user_dp", recipe="rm.yaml",
+                                args=args), env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "user_dp: not supported under torchrun" in p.stderr, p.stderr[-2000:]
+
+
 def test_float32_two_ranks(runs):
     """The default dtype: FSDP2's float32 gradient reduction on gloo (a plain SUM, no PREMUL_SUM)."""
     root, model = runs

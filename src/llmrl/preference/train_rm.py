@@ -27,6 +27,12 @@ privatisation). The model is saved to ``<output_dir>/reward_model`` (usable as a
 :func:`llmrl.rewards.reward_model.reward_model_reward`). The top-level ``steps`` is not used: the run
 lasts ``rm.epochs`` (capped by ``rm.max_steps``). ``sft`` applies only to ``source: distill`` (the student
 warm-up).
+
+Under torchrun (``llmrl train --nproc N``) the reward model is an FSDP2 trainer beside a full replica: each
+rank scores its contiguous share of every batch of pairs (``rm.batch_size`` must split evenly), the loss is
+each rank's sum over the batch size, so the summed gradients are one process's, and rank 0 evaluates the
+synced replica and writes ``reward_model``. ``user_dp`` (per-user clipping and noise over the whole step) and
+``source: distill`` (pairs sampled by the student) stay single-process (one-line errors).
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from llmrl.preference.personal import (
 from llmrl.rewards.reward_model import RM_META
 from llmrl.tasks.preference import PreferencePair, read_preference_pairs, task_pairs
 from llmrl.train.checkpoint import save_checkpoint
+from llmrl.train.distributed import DataParallel, all_finite, world
 from llmrl.train.guard import BadSteps, Checkpoints, eval_due, open_log, resume_state
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, encode_pairs
@@ -262,7 +269,12 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     apply_threads(cfg)
     seed_everything(cfg.seed)
+    if world() is not None and (pv.mechanism == "user_dp" or r.source == "distill"):
+        what = "rm.privacy.mechanism=user_dp" if pv.mechanism == "user_dp" else "rm.source=distill"
+        raise ConfigError(f"{what}: not supported under torchrun; run the reward_model trainer in one process")
     model, tok, train_raw, test, info = build_models_and_pairs(cfg)
+    par = DataParallel(model)  # torchrun: an FSDP2 trainer (par.policy) beside the replica (model); else as is
+    trainer = par.policy
     agreement = user_agreement(train_raw + test, r.user_key) if any(
         user_of(x, r.user_key) is not None for x in test) else None
     users = _users(train_raw, r.user_key)
@@ -273,7 +285,7 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
         rho = rho if pv.debias else 0.0
     if r.user_conditioned:
         train, test = condition_on_user(train, r.user_key), condition_on_user(test, r.user_key)
-    params = [x for x in model.parameters() if x.requires_grad]
+    params = [x for x in trainer.parameters() if x.requires_grad]
     by_user: list[list[int]] = [[] for _ in range(max(users) + 1)]
     for i, u in enumerate(users):
         by_user[u].append(i)
@@ -293,17 +305,18 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
     optimizer = build_optimizer(params, r.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
     scheduler = build_scheduler(optimizer, cfg.optim.warmup_steps, total, cfg.optim.schedule)
     bad = BadSteps(cfg.optim.max_bad_steps, checkpoints=out / "checkpoints", warn=False)
-    state = resume_state(out, resume, model, optimizer, scheduler, config=to_dict(cfg))
+    state = resume_state(out, resume, trainer, optimizer, scheduler, config=to_dict(cfg))
+    par.sync()  # torchrun: the replica gets the resumed (or initial) weights
     start, bad.count = (state["step"], state["bad_steps"]) if state is not None else (0, 0)
     if state is not None and accountant is not None:
         accountant.load_state_dict(state["accountant"])
     log, before = open_log(out, state, lambda: evaluate_pairs(model, tok, test, cfg, agreement)[0], cfg)
     saves = Checkpoints(lambda step: save_checkpoint(
-        out / "checkpoints", step, model, optimizer, scheduler, keep=cfg.keep_checkpoints, config=to_dict(cfg),
+        out / "checkpoints", step, trainer, optimizer, scheduler, keep=cfg.keep_checkpoints, config=to_dict(cfg),
         state={"bad_steps": bad.count, "rng": rng_state(), "accountant": accountant.state_dict() if accountant else None}),
         cfg.save_every, cfg.save_minutes, total)
-    model.train()
-    bar = progress_bar(total, "reward model", enabled=cfg.progress, initial=start)
+    trainer.train()
+    bar = progress_bar(total, "reward model", enabled=cfg.progress and par.main, initial=start)
     for step in saves.steps(start):  # after each: checkpoint if due; RunInterrupted after a SIGINT/SIGTERM
         if accountant is not None:
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "dp", step))
@@ -312,13 +325,16 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
         else:
             epoch, k = divmod(step - 1, per_epoch)
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "rm", epoch)))
-            c, rj = score_pair_batch(model, _encode(cfg, tok, [train[i] for i in order[k * r.batch_size:][: r.batch_size]]))
-            loss = rm_pair_losses(c, rj, reg_coef=r.reg_coef, flip_prob=rho).mean()
+            idx = order[k * r.batch_size :][: r.batch_size].tolist()
+            c, rj = score_pair_batch(trainer, _encode(cfg, tok, [train[i] for i in par.share(idx, "rm.batch_size")]))
+            n = len(idx)  # the whole batch (every rank's share): each rank's sum / n sums to the batch mean
+            loss = rm_pair_losses(c, rj, reg_coef=r.reg_coef, flip_prob=rho).sum() / n
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
-            ok = bool(torch.isfinite(loss)) and bool(torch.isfinite(gn))
-            rec = {"loss": float(loss.detach()), "accuracy": float((c > rj).float().mean()), "grad_norm": float(gn)}
+            ok = all_finite(loss) and bool(torch.isfinite(gn))  # under torchrun: every rank agrees
+            rec = {"loss": par.total(float(loss.detach())), "accuracy": par.total(float((c > rj).float().sum())) / n,
+                   "grad_norm": float(gn)}
         if ok:
             optimizer.step()
             scheduler.step()
@@ -330,7 +346,9 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
             rec["epsilon_spent"] = accountant.spent().epsilon
         log.log(step, {**rec, "lr": scheduler.get_last_lr()[0]})
         if eval_due(step, cfg.eval.every, total):
-            log.log(step, evaluate_pairs(model, tok, test, cfg, agreement)[0], kind="eval")
+            par.sync()  # torchrun: the replica gets the trainer's weights; rank 0 evaluates it
+            if par.main:
+                log.log(step, evaluate_pairs(model, tok, test, cfg, agreement)[0], kind="eval")
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
@@ -338,6 +356,10 @@ def train(cfg: RewardModelRoot, resume: bool = False) -> dict[str, Any]:
             print(f"step {step}/{total}: loss {rec['loss']:.4f}", file=sys.stderr)
     if bar is not None:
         bar.close()
+    par.sync()
+    if not par.main:  # torchrun: rank 0 evaluates and writes reward_model and summary.json
+        log.close()
+        return {}
     after, personal = evaluate_pairs(model, tok, test, cfg, agreement)
     log.once(total, "eval", lambda: after)
     log.close()
