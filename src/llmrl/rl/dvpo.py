@@ -41,7 +41,7 @@ from llmrl.core.seed import derive_seed, seed_everything
 from llmrl.models.device import module_device
 from llmrl.models.value_head import HEAD_WEIGHTS, ScalarHeadModel, scalar_model_from_policy
 from llmrl.tasks.preference import PreferencePair, read_preference_pairs
-from llmrl.train.distributed import world
+from llmrl.train.distributed import DataParallel, is_main, on_main
 from llmrl.train.optim import build_optimizer
 from llmrl.train.pairs import PairBatch, encode_pairs
 from llmrl.train.rundir import atomic_dir
@@ -96,36 +96,43 @@ def last_values(model: ScalarHeadModel, batch: PairBatch, micro_batch_size: int 
 
 def train_value_model(model: ScalarHeadModel, tokenizer: Any, train: list[PreferencePair],
                       test: list[PreferencePair], cfg: DVPORoot | DVPOValueRoot) -> dict[str, float]:
-    """``gvm.steps`` AdamW steps on random batches of ``gvm.batch_size`` pairs; returns the metrics."""
+    """``gvm.steps`` AdamW steps on random batches of ``gvm.batch_size`` pairs; returns the metrics. Under
+    torchrun the value model is trained as an FSDP2 copy, each rank on its contiguous share of every batch's
+    pairs (the batch must split evenly) with the loss normalised by the whole batch's token count, and copied
+    back into ``model`` at the end."""
     g = cfg.gvm
     if not train:
         raise ConfigError("gvm: no training pairs (pairs_file empty, or every task pair was skipped)")
     enc = dict(max_length=g.max_length, max_prompt_length=g.max_prompt_length, chat_template=cfg.model.chat_template)
     batch = encode_pairs(tokenizer, train, **enc)
     labels = pair_labels(batch, train, g.reward_model, tokenizer)  # [2B]
-    opt = build_optimizer(model.parameters(), g.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
+    model.eval()  # no dropout; gradients still flow
+    dp = DataParallel(model)  # torchrun: an FSDP2 trainer (dp.policy) beside ``model``; else ``model`` itself
+    trainer = dp.policy
+    opt = build_optimizer(trainer.parameters(), g.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
     rng = random.Random(derive_seed(cfg.seed, "gvm"))
     n, b = batch.num_pairs, min(g.batch_size, batch.num_pairs)
-    model.eval()  # no dropout; gradients still flow
     losses: list[float] = []
     for _ in range(g.steps):
-        idx = torch.tensor(rng.sample(range(n), b))
+        idx = torch.tensor(dp.share(rng.sample(range(n), b), "gvm.batch_size"))  # torchrun: this rank's pairs
         rows = torch.cat([idx, idx + n])  # chosen rows, then their rejected rows
         sub = batch.select(idx)
         ids_all, mask_all = sub.rows(slice(None))
         lab = labels[rows]
         size = g.micro_batch_size or len(rows)
-        num_tokens = float(mask_all.sum().clamp(min=1))
+        num_tokens = max(dp.total(float(mask_all.sum())), 1.0)  # the whole batch's (every rank's)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for s in range(0, len(rows), size):
-            loss, _ = gvm_loss(model, ids_all[s : s + size], mask_all[s : s + size], lab[s : s + size], g.gamma,
+            loss, _ = gvm_loss(trainer, ids_all[s : s + size], mask_all[s : s + size], lab[s : s + size], g.gamma,
                                g.lam, num_tokens=num_tokens)
             loss.backward()
             total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
+        torch.nn.utils.clip_grad_norm_(trainer.parameters(), cfg.optim.grad_clip or float("inf"))
         opt.step()
-        losses.append(total)
+        losses.append(dp.total(total))
+    opt.zero_grad(set_to_none=True)
+    dp.sync()  # torchrun: the trained weights into ``model``
     out = {"gvm_loss_first": _mean(losses[:10]), "gvm_loss_last": _mean(losses[-10:]), "gvm_train_pairs": float(n)}
     if test:
         tb = encode_pairs(tokenizer, test, **enc)
@@ -193,8 +200,9 @@ def build_value_model(cfg: DVPORoot | DVPOValueRoot) -> tuple[Path, dict[str, An
     metrics = train_value_model(model, tok, train, test, cfg)
     metrics["gvm_seconds"] = time.time() - t0
     path = Path(cfg.gvm.output) if cfg.gvm.output else out / "value_model"
-    save_value_model(model, tok, path, {"gamma": cfg.gvm.gamma, "lam": cfg.gvm.lam, "labels":
-                                        cfg.gvm.reward_model or "+1 chosen / -1 rejected", **metrics})
+    meta = {"gamma": cfg.gvm.gamma, "lam": cfg.gvm.lam, "labels": cfg.gvm.reward_model or "+1 chosen / -1 rejected",
+            **metrics}
+    on_main(lambda: save_value_model(model, tok, path, meta))  # torchrun: rank 0 writes, the others wait for it
     return path, metrics, sft_dir
 
 
@@ -202,7 +210,8 @@ def train_gvm(cfg: DVPORoot | DVPOValueRoot, resume: bool = False) -> dict[str, 
     """Trainer ``dvpo_value``: train and save the global value model only; summary in summary.json."""
     path, metrics, _ = build_value_model(cfg)
     summary = {**metrics, "value_model": str(path)}
-    (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    if is_main():
+        (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -213,11 +222,6 @@ def train(cfg: DVPORoot, resume: bool = False) -> dict[str, Any]:
     if cfg.algo.advantage != "gae":
         raise ConfigError("trainer dvpo: algo.advantage must be gae (advantages from the frozen value model)")
     gvm: dict[str, Any] = {}
-    if not cfg.critic.path and world() is not None:
-        raise ConfigError("trainer dvpo under torchrun: critic.path must name a trained value model (train it first "
-                          "in one process with trainer=dvpo_value, then pass critic.path=<its gvm.output or "
-                          "output_dir/value_model>); the RL phase is data-parallel, the frozen value model "
-                          "replicated on every rank")
     if not cfg.critic.path:
         out = Path(cfg.output_dir)
         path, sft_dir = Path(cfg.gvm.output) if cfg.gvm.output else out / "value_model", out / "sft_model"
@@ -230,7 +234,7 @@ def train(cfg: DVPORoot, resume: bool = False) -> dict[str, Any]:
             cfg = replace(cfg, model=replace(cfg.model, path=str(sft)), sft=replace(cfg.sft, steps=0))
     cfg = replace(cfg, critic=replace(cfg.critic, frozen=True))
     summary = rl.train(cfg, resume)
-    if gvm:
+    if gvm and is_main():
         summary.update(gvm)
         (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
