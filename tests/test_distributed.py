@@ -275,6 +275,25 @@ def test_reward_model_two_ranks_equal_one_rank(runs, tmp_path):
     assert p.returncode != 0 and "user_dp: not supported under torchrun" in p.stderr, p.stderr[-2000:]
 
 
+@pytest.mark.slow  # two torchrun launches, each training two policies
+def test_mpo_two_ranks_equal_one_rank(runs, tmp_path):
+    """trainer mpo: the single-objective policies are trained data-parallel (``trainer: rl``); the max-min
+    weights and the evaluations run on rank 0. 2 ranks give the 1-rank policies, weights and mixture scores."""
+    root, model = runs
+    (tmp_path / "mpo.yaml").write_text(RECIPE.replace("seed: 3", "trainer: mpo\nseed: 3"))
+    args = [a for a in ARGS if not a.startswith(("steps=", "save_every", "sft."))] + [
+        "sft.steps=0", "mix.policy_steps=2", "mix.md_steps=3", "mix.md_samples=4", "mix.md_prompts=2",
+        "mix.objectives=[answer,exploit]"]
+    for n in (1, 2):
+        run(torchrun(n, tmp_path / f"mpo{n}", model, recipe="mpo.yaml", args=args))
+    one, two = tmp_path / "mpo1", tmp_path / "mpo2"
+    for name in ("answer", "exploit"):
+        assert max_diff(weights(one / "policies" / name), weights(two / "policies" / name)) <= 1e-6, name
+    s1, s2 = (json.loads((o / "summary.json").read_text()) for o in (one, two))
+    assert s1["weights"] == pytest.approx(s2["weights"], abs=1e-9) and s1["weights_source"] == "maxmin"
+    assert s1["eval"]["mixture"] == pytest.approx(s2["eval"]["mixture"], abs=1e-9)
+
+
 def test_float32_two_ranks(runs):
     """The default dtype: FSDP2's float32 gradient reduction on gloo (a plain SUM, no PREMUL_SUM)."""
     root, model = runs

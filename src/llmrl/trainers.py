@@ -64,7 +64,7 @@ TRAINERS: dict[str, Trainer] = {
 }
 
 
-DATA_PARALLEL = ("rl", "dpo", "dvpo", "dvpo_value", "reward_model")
+DATA_PARALLEL = ("rl", "dpo", "dvpo", "dvpo_value", "mpo", "reward_model")
 """Trainers that run under ``torchrun`` (:mod:`llmrl.train.distributed`); the others refuse it."""
 
 

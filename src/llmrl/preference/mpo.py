@@ -18,6 +18,9 @@ Pipeline of ``trainer: mpo``:
 4. The mixture (token-level geometric mixture, :class:`llmrl.rollout.mixture.MixtureSampler`), π_ref and every
    π_k are evaluated on the held-out prompts with the same settings (``eval`` section); ``summary.json``
    records λ, the mirror-descent trace and every number.
+
+Under torchrun (``llmrl train --nproc N``) steps 1–2 are data-parallel (the SFT warm start and each policy's RL
+run, as ``trainer: rl``); steps 3–4 sample and score, and run on rank 0 alone while the others finish.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ from llmrl.rollout.episodes import generate_episodes
 from llmrl.rollout.mixture import MixtureError, MixtureSampler, check_same_tokenizer
 from llmrl.train.build import build_data, build_generator, build_policy, build_task
 from llmrl.train.collect import DataStream, score_episodes, score_summary
+from llmrl.train.distributed import barrier, is_main
 from llmrl.train.evaluate import evaluate
 from llmrl.train.run import save_model_atomic, warm_start
-from llmrl.train.rundir import prepare_output
+from llmrl.train.rundir import apply_threads, prepare_output
 from llmrl.train.update import sequence_logprobs
 
 if TYPE_CHECKING:
@@ -202,9 +206,16 @@ def train(cfg: MPORoot, resume: bool = False) -> dict[str, Any]:
     seed_everything(cfg.seed)
     task = build_task(cfg)
     train_samples, test = build_data(cfg, task)
-    out = prepare_output(cfg)  # the inputs are valid: config.yaml, threads
+    out = Path(cfg.output_dir)
+    if is_main():
+        prepare_output(cfg)  # the inputs are valid: config.yaml, threads
+    else:
+        apply_threads(cfg)
     reference = _reference(cfg, task, train_samples, resume)
+    barrier()  # torchrun: rank 0 has written the reference before any rank loads it
     names, dirs = _policies(cfg, task, reference, resume)
+    if not is_main():  # torchrun: the weights and the evaluations are rank 0's (no collectives below)
+        return {}
     t_policies = time.time()
     k, m = len(names), cfg.mix
     if m.weights is not None and len(m.weights) != k:
