@@ -6,14 +6,13 @@ agent its own FSDP2 trainer, critic and optimizer)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from llmrl.models.tiny import TinyModelSpec, save_tiny_model
 from tests.test_distributed import max_diff, run, torchrun, weights
-from tests.test_distributed_ppo import critic_weights
+from tests.test_distributed_ppo import critic_weights, train_rows
 
 RECIPE = """seed: 3
 task:
@@ -39,19 +38,20 @@ ARGS = [
 ]
 
 
-def train_rows(out: Path) -> list[dict]:
-    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
-
-
-@pytest.mark.slow  # two torchrun launches
-def test_maporl_two_ranks_equal_one_rank(tmp_path):
+def two_runs(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
+    """The 1-rank (4 prompts) and 2-rank (2 + 2) runs of RECIPE from the same tiny float64 model."""
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     model = save_tiny_model(tmp_path / "model", TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2,
                                                               num_kv_heads=2, intermediate_size=64,
                                                               max_position_embeddings=64))
     for n in (1, 2):
-        run(torchrun(n, tmp_path / f"ranks{n}", model, args=ARGS))
-    one, two = tmp_path / "ranks1", tmp_path / "ranks2"
+        run(torchrun(n, tmp_path / f"ranks{n}", model, *extra, args=ARGS))
+    return tmp_path / "ranks1", tmp_path / "ranks2"
+
+
+@pytest.mark.slow  # two torchrun launches
+def test_maporl_two_ranks_equal_one_rank(tmp_path):
+    one, two = two_runs(tmp_path)
     assert max_diff(weights(one), weights(two)) <= 1e-6  # the shared policy after 2 steps
     assert max_diff(critic_weights(one), critic_weights(two)) <= 1e-6
     rows = [train_rows(one), train_rows(two)]
@@ -65,13 +65,7 @@ def test_maporl_two_ranks_equal_one_rank(tmp_path):
 
 @pytest.mark.slow  # two torchrun launches
 def test_separate_policies_two_ranks_equal_one_rank(tmp_path):
-    (tmp_path / "recipe.yaml").write_text(RECIPE)
-    model = save_tiny_model(tmp_path / "model", TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2,
-                                                              num_kv_heads=2, intermediate_size=64,
-                                                              max_position_embeddings=64))
-    for n in (1, 2):
-        run(torchrun(n, tmp_path / f"ranks{n}", model, "rollout.agents.shared=false", args=ARGS))
-    one, two = tmp_path / "ranks1", tmp_path / "ranks2"
+    one, two = two_runs(tmp_path, "rollout.agents.shared=false")
     finals = [[weights(out, f"final_model_agent{a}") for a in (0, 1)] for out in (one, two)]
     assert max(max_diff(x, y) for x, y in zip(*finals, strict=True)) <= 1e-6  # each agent's policy
     assert max_diff(*finals[1]) > 1e-4  # two policies that trained apart
