@@ -197,6 +197,29 @@ def test_sft_under_a_tight_budget_equals_the_whole_batch_step():
     assert torch.allclose(params[0], params[1], atol=1e-10, rtol=0)
 
 
+def test_sft_skips_a_step_with_a_non_finite_gradient():
+    """A finite loss with an inf gradient (an overflow, say): the step is skipped, not applied as NaNs; the
+    steps before and after it train as usual."""
+    from llmrl.train.sft import run_sft
+
+    eps = [Episode.single_turn([5, 6, 7], [8, 9, 10], [0.0] * 3, {"prompt": "", "answer": ""}) for _ in range(4)]
+    model, tok = _tiny_double()
+    calls = {"n": 0}
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:  # the second backward's gradient of one weight is inf
+        calls["n"] += 1
+        return torch.full_like(grad, float("inf")) if calls["n"] == 2 else grad
+
+    first = next(p for p in model.parameters() if p.requires_grad)
+    first.register_hook(poison)
+    start = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+    run_sft(model, tok, eps, steps=3, batch_size=4, lr=1e-2, warmup_steps=0, schedule="constant", seed=0)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert bool(torch.isfinite(after).all())  # applied, the inf step made every weight NaN (and step 3 was skipped)
+    assert calls["n"] == 3
+    assert (after - start).abs().max() > 1e-3  # steps 1 and 3 trained
+
+
 def test_pairs_per_micro_batch_from_the_budget():
     model, _ = _tiny_double()
     shape = ModelShape.of(model)

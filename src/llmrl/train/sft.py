@@ -66,7 +66,9 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
     Each minibatch's gradients are accumulated over micro-batches of ``micro_batch_size`` sequences (0 = the
     largest that fits ``memory_budget_gb``, :class:`~llmrl.train.memory.AutoMicroBatch`; activation
     checkpointing turned on when the plan needs it); the loss of each is divided by the whole minibatch's token
-    count, so the step is the same whatever the micro-batch (up to float rounding)."""
+    count, so the step is the same whatever the micro-batch (up to float rounding). A step whose loss or gradient
+    norm is not finite is skipped (gradients dropped, optimizer and schedule untouched), as in the RL and DPO
+    updates."""
     if not episodes:
         raise ValueError("SFT got no examples")
     dp = DataParallel(model)  # torchrun: an FSDP2 copy (dp.policy); else the model itself
@@ -94,7 +96,10 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
         if not finite:
             opt.zero_grad(set_to_none=True)
             continue
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if not torch.isfinite(norm):  # an inf / NaN gradient with a finite loss: the step would write NaNs
+            opt.zero_grad(set_to_none=True)  # (the same on every rank: the norm is global under torchrun)
+            continue
         opt.step()
         sched.step()
         recent = (recent + [dp.total(loss)])[-20:]
