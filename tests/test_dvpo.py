@@ -71,6 +71,30 @@ def test_value_model_learns_preferences_from_a_file(tmp_path, tiny_overrides) ->
     assert (v[:20] > 0).all() and (v[20:] < 0).all()  # chosen near +1, rejected near −1
 
 
+def test_value_model_skips_a_step_with_a_non_finite_gradient(tmp_path, tiny_overrides) -> None:
+    """An inf gradient in one step (hooked into the second backward): that step is skipped and counted, the
+    value model stays finite and the other steps train."""
+    path = tmp_path / "pairs.jsonl"
+    write_preference_pairs(path, letter_pairs(20))
+    cfg = load_config(None, [*tiny_overrides, "trainer=dvpo_value", f"gvm.pairs_file={path}", "gvm.steps=3",
+                             "gvm.batch_size=4", "gvm.lr=3e-3", "gvm.max_length=32", "gvm.max_prompt_length=16"])
+    policy, tok = build_tiny_model(SPEC, seed=0)
+    model = scalar_model_from_policy(policy, seed=1)
+    from llmrl.tasks.preference import read_preference_pairs
+
+    calls = {"n": 0}
+
+    def poison(grad):
+        calls["n"] += 1
+        return torch.full_like(grad, float("inf")) if calls["n"] == 2 else grad
+
+    model.head.weight.register_hook(poison)
+    start = model.head.weight.detach().clone()
+    m = train_value_model(model, tok, read_preference_pairs(path), [], cfg)
+    assert m["gvm_skipped_steps"] == 1.0 and calls["n"] == 3
+    assert bool(torch.isfinite(model.head.weight).all()) and (model.head.weight - start).abs().max() > 1e-4
+
+
 def test_frozen_critic_never_changes() -> None:
     policy, _ = build_tiny_model(SPEC, seed=0)
     critic = Critic(scalar_model_from_policy(policy, seed=1), frozen=True)

@@ -41,7 +41,7 @@ from llmrl.core.seed import derive_seed, seed_everything
 from llmrl.models.device import module_device
 from llmrl.models.value_head import HEAD_WEIGHTS, ScalarHeadModel, scalar_model_from_policy
 from llmrl.tasks.preference import PreferencePair, read_preference_pairs
-from llmrl.train.distributed import DataParallel, is_main, on_main
+from llmrl.train.distributed import DataParallel, all_finite, is_main, on_main
 from llmrl.train.optim import build_optimizer
 from llmrl.train.pairs import PairBatch, encode_pairs
 from llmrl.train.rundir import atomic_dir
@@ -99,7 +99,8 @@ def train_value_model(model: ScalarHeadModel, tokenizer: Any, train: list[Prefer
     """``gvm.steps`` AdamW steps on random batches of ``gvm.batch_size`` pairs; returns the metrics. Under
     torchrun the value model is trained as an FSDP2 copy, each rank on its contiguous share of every batch's
     pairs (the batch must split evenly) with the loss normalised by the whole batch's token count, and copied
-    back into ``model`` at the end."""
+    back into ``model`` at the end. A step whose loss or gradient norm is not finite is skipped (counted in
+    ``gvm_skipped_steps``)."""
     g = cfg.gvm
     if not train:
         raise ConfigError("gvm: no training pairs (pairs_file empty, or every task pair was skipped)")
@@ -113,6 +114,7 @@ def train_value_model(model: ScalarHeadModel, tokenizer: Any, train: list[Prefer
     rng = random.Random(derive_seed(cfg.seed, "gvm"))
     n, b = batch.num_pairs, min(g.batch_size, batch.num_pairs)
     losses: list[float] = []
+    skipped = 0
     for _ in range(g.steps):
         idx = torch.tensor(dp.share(rng.sample(range(n), b), "gvm.batch_size"))  # torchrun: this rank's pairs
         rows = torch.cat([idx, idx + n])  # chosen rows, then their rejected rows
@@ -122,18 +124,27 @@ def train_value_model(model: ScalarHeadModel, tokenizer: Any, train: list[Prefer
         size = g.micro_batch_size or len(rows)
         num_tokens = max(dp.total(float(mask_all.sum())), 1.0)  # the whole batch's (every rank's)
         opt.zero_grad(set_to_none=True)
-        total = 0.0
+        total, finite = 0.0, True
         for s in range(0, len(rows), size):
             loss, _ = gvm_loss(trainer, ids_all[s : s + size], mask_all[s : s + size], lab[s : s + size], g.gamma,
                                g.lam, num_tokens=num_tokens)
+            if not all_finite(loss):  # under torchrun on every rank: they skip together
+                finite = False
+                break
             loss.backward()
             total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(trainer.parameters(), cfg.optim.grad_clip or float("inf"))
+        norm = torch.nn.utils.clip_grad_norm_(trainer.parameters(), cfg.optim.grad_clip or float("inf")) if finite \
+            else torch.tensor(float("nan"))
+        if not torch.isfinite(norm):  # a non-finite loss or gradient: the step is skipped, not applied as NaNs
+            opt.zero_grad(set_to_none=True)
+            skipped += 1
+            continue
         opt.step()
         losses.append(dp.total(total))
     opt.zero_grad(set_to_none=True)
     dp.sync()  # torchrun: the trained weights into ``model``
-    out = {"gvm_loss_first": _mean(losses[:10]), "gvm_loss_last": _mean(losses[-10:]), "gvm_train_pairs": float(n)}
+    out = {"gvm_loss_first": _mean(losses[:10]), "gvm_loss_last": _mean(losses[-10:]), "gvm_train_pairs": float(n),
+           "gvm_skipped_steps": float(skipped)}
     if test:
         tb = encode_pairs(tokenizer, test, **enc)
         v = last_values(model, tb, g.micro_batch_size)
