@@ -49,8 +49,8 @@ _BATCH_SUM: ContextVar[Callable[[Tensor], Tensor] | None] = ContextVar("llmrl_ba
 
 @contextmanager
 def whole_batch(sum_shares: Callable[[Tensor], Tensor]) -> Iterator[None]:
-    """Within the block, :func:`masked_whiten` (and :func:`batch_mean`) take their moments over the whole batch of which this
-    process holds a share: ``sum_shares(t)`` returns the 1-d tensor ``t`` summed element-wise over the shares
+    """Within the block, :func:`masked_whiten`, :func:`batch_moments` and :func:`batch_mean` take their moments
+    over the whole batch of which this process holds a share: ``sum_shares(t)`` returns the 1-d tensor ``t`` summed element-wise over the shares
     (an all-reduce over the data-parallel ranks). Outside any such block the batch is the tensor itself."""
     token = _BATCH_SUM.set(sum_shares)
     try:
@@ -93,10 +93,7 @@ def batch_mean(x: Tensor) -> Tensor:
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
     """(x - mean) / std over the masked entries; masked-out entries are returned as 0. Inside a
     :func:`whole_batch` block the mean and std are those of every process's share together."""
-    if (sum_shares := _BATCH_SUM.get()) is not None:
-        mean, var = _whole_batch_moments(x, mask.to(x.dtype), sum_shares)
-    else:
-        mean, var = masked_mean(x, mask), masked_var(x, mask)
+    mean, var = batch_moments(x, mask)
     std = var.clamp(min=0).sqrt()
     out = (x - mean) if shift_mean else x
     return out / (std + eps) * mask

@@ -98,6 +98,7 @@ class AgentCollector:
     failure_value: float
     agents: AgentsConfig
     pool_options: PoolOptions | None = None  # where the verdicts run (None = the defaults)
+    dynamic_sampling: bool = False  # not with discussions (a config error before this is built)
     first_prompt: int | None = None  # torchrun: the global index of this rank's first prompt (seeds per group)
     pool: RewardPool = field(init=False, repr=False)
 

@@ -112,6 +112,14 @@ class Collector:
         # baseline) use it too. Its processes start on the first call.
         self.pool = task_pool(self.task, self.pool_options or PoolOptions())
 
+    def seed_per_group(self, first_group: int) -> None:
+        """Under torchrun: sample each prompt group with its own seed, from its global index (``first_group`` is
+        this rank's first), so a rank's groups are those one process holding the whole batch draws whatever the
+        world size (:class:`~llmrl.train.distributed.PerGroupSeeded`)."""
+        from llmrl.train.distributed import PerGroupSeeded  # lazy: distributed imports this module
+
+        self.generator = PerGroupSeeded(self.generator, first_group)  # type: ignore[assignment]
+
     def __call__(self, params: SamplingParams) -> Rollouts:
         """The step's rollouts; round r of dynamic sampling uses seed ``params.seed + r``."""
         prompts, dynamic = self.prompts, self.dynamic_sampling

@@ -129,8 +129,7 @@ def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     w = _active()
     if w is None:
         return x, 0
-    parts: list[Any] = [None] * w.size
-    dist.all_gather_object(parts, x.tolist())
+    parts = gather_objects(x.tolist())
     return torch.tensor([v for p in parts for v in p], dtype=x.dtype), sum(len(p) for p in parts[: w.rank])
 
 
@@ -198,8 +197,7 @@ def reduce_metrics(metrics: Mapping[str, Any], summed: frozenset[str] = frozense
     w = _active()
     if w is None:
         return dict(metrics)
-    gathered: list[Any] = [None] * w.size
-    dist.all_gather_object(gathered, {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+    gathered = gather_objects({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
     out = dict(metrics)
     for key in sorted({k for g in gathered for k in g}):
         vals = [g[key] for g in gathered if key in g]
@@ -278,9 +276,7 @@ class GlobalDynamicSampling:
                 groups.setdefault(e.group_id, []).append(e)
             informative = [g for g in groups.values() if len({e.reward for e in g}) > 1]
             dropped += len(groups) - len(informative)
-            every: list[Any] = [None] * w.size
-            dist.all_gather_object(every, informative)
-            kept += [g for share in every for g in share]  # rank order = global group order within the round
+            kept += [g for share in gather_objects(informative) for g in share]  # rank order = global group order within the round
             rounds += 1
             if len(kept) >= self.prompts or rounds >= self.max_rounds:
                 break
@@ -379,11 +375,8 @@ class DataParallel:
         share = prompts // w.size
         collect.prompts = share
         collect.data = RankShard(collect.data, w.rank, w.size)  # type: ignore[assignment]
-        if hasattr(collect, "seed_per_group"):  # discussions (AgentCollector): one generate prompt per agent answer
-            collect.seed_per_group(w.rank * share)
-        else:
-            collect.generator = PerGroupSeeded(collect.generator, w.rank * share)  # type: ignore[assignment]
-        if getattr(collect, "dynamic_sampling", False):
+        collect.seed_per_group(w.rank * share)  # every group seeded by its global index
+        if collect.dynamic_sampling:
             return GlobalDynamicSampling(collect, w, prompts)  # type: ignore[return-value]
         return collect
 
