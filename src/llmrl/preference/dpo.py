@@ -50,6 +50,7 @@ from llmrl.train.memory import AutoMicroBatch
 from llmrl.train.optim import build_optimizer, build_scheduler
 from llmrl.train.pairs import PairBatch, completion_logps, encode_pairs
 from llmrl.train.run import RunParts, build_run, evaluate_run, sampling_params, save_final
+from llmrl.train.update import clipped_step
 
 if TYPE_CHECKING:
     from llmrl.core.types import Sample
@@ -240,14 +241,9 @@ def pair_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule
         total += float(loss.detach())
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / n_all
-    params = [q for q in model.parameters() if q.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-    if not torch.isfinite(norm):
-        optimizer.zero_grad(set_to_none=True)
-        return False, {"loss": total, "grad_norm": float(norm)}
-    optimizer.step()
-    scheduler.step()
-    return True, {**sums, "loss": total, "grad_norm": float(norm)}
+    ok, norm = clipped_step(optimizer, scheduler, grad_clip)
+    out = {"loss": total, "grad_norm": norm}
+    return ok, ({**sums, **out} if ok else out)
 
 
 def pair_metrics(model: torch.nn.Module, batch: PairBatch, ref: Tensor | None, objective: PairObjective,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +49,7 @@ from llmrl.models.device import module_device
 from llmrl.models.value_head import ScalarHeadModel, load_scalar_model, scalar_model_from_policy
 from llmrl.train.distributed import all_finite, full_state, global_counts, is_main, shard_in_place, world
 from llmrl.train.optim import build_optimizer
-from llmrl.train.update import micro_batches
+from llmrl.train.update import clipped_step, micro_batches
 
 if TYPE_CHECKING:
     from llmrl.config import Config
@@ -152,14 +151,11 @@ class Critic:
             for k, x in metrics.items():  # the loss is already this micro-batch's share; the rest are its means
                 w = 1.0 if k == "critic/vf_loss" else micro.size / num_seqs
                 sums[k] = sums.get(k, 0.0) + w * float(x)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf)
-        if not torch.isfinite(norm):
-            self.optimizer.zero_grad(set_to_none=True)
+        ok, norm = clipped_step(self.optimizer, None, self.grad_clip)
+        if not ok:
             return {"critic/skipped": 1.0}
-        self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {**sums, "critic/grad_norm": float(norm)}
+        return {**sums, "critic/grad_norm": norm}
 
     def follow(self, micro_batch_size: int) -> None:
         """Use the policy's micro-batch for this step when ``critic.micro_batch_size`` and

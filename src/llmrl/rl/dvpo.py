@@ -45,6 +45,7 @@ from llmrl.train.distributed import DataParallel, all_finite, is_main, on_main
 from llmrl.train.optim import build_optimizer
 from llmrl.train.pairs import PairBatch, encode_pairs
 from llmrl.train.rundir import atomic_dir
+from llmrl.train.update import clipped_step
 
 if TYPE_CHECKING:
     from llmrl.rl.config import DVPORoot, DVPOValueRoot
@@ -133,13 +134,10 @@ def train_value_model(model: ScalarHeadModel, tokenizer: Any, train: list[Prefer
                 break
             loss.backward()
             total += float(loss.detach())
-        norm = torch.nn.utils.clip_grad_norm_(trainer.parameters(), cfg.optim.grad_clip or float("inf")) if finite \
-            else torch.tensor(float("nan"))
-        if not torch.isfinite(norm):  # a non-finite loss or gradient: the step is skipped, not applied as NaNs
+        if not (finite and clipped_step(opt, None, cfg.optim.grad_clip)[0]):  # non-finite loss or gradient: skipped
             opt.zero_grad(set_to_none=True)
             skipped += 1
             continue
-        opt.step()
         losses.append(dp.total(total))
     opt.zero_grad(set_to_none=True)
     dp.sync()  # torchrun: the trained weights into ``model``

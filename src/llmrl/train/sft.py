@@ -21,7 +21,7 @@ from llmrl.tasks.base import Task
 from llmrl.train.distributed import DataParallel, all_finite
 from llmrl.train.memory import AutoMicroBatch
 from llmrl.train.optim import build_optimizer, build_scheduler
-from llmrl.train.update import micro_batches, policy_logprobs
+from llmrl.train.update import clipped_step, micro_batches, policy_logprobs
 
 
 def demonstrations(task: Task, samples: list[Sample], noise: float = 0.0, seed: int = 0) -> list[tuple[Sample, str]]:
@@ -96,12 +96,8 @@ def run_sft(model: torch.nn.Module, tokenizer: Any, episodes: list[Episode], *, 
         if not finite:
             opt.zero_grad(set_to_none=True)
             continue
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if not torch.isfinite(norm):  # an inf / NaN gradient with a finite loss: the step would write NaNs
-            opt.zero_grad(set_to_none=True)  # (the same on every rank: the norm is global under torchrun)
+        if not clipped_step(opt, sched, grad_clip)[0]:  # an inf / NaN gradient with a finite loss: skipped
             continue
-        opt.step()
-        sched.step()
         recent = (recent + [dp.total(loss)])[-20:]
         if log is not None and (step + 1) % 50 == 0:
             log(step + 1, {"sft_loss": sum(recent) / len(recent)})

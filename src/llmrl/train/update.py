@@ -155,6 +155,22 @@ def minibatch_loss(model: torch.nn.Module, mb: Batch, spec: LossSpec, num_seqs: 
     return loss, metrics
 
 
+def clipped_step(optimizer: torch.optim.Optimizer, scheduler: Any, grad_clip: float) -> tuple[bool, float]:
+    """The end of every update: clip the accumulated gradients of ``optimizer``'s parameters to norm
+    ``grad_clip`` (0: no clipping) and step it (and ``scheduler``, when given) — unless the norm is not finite
+    (an inf / NaN gradient, even from a finite loss): then the gradients are dropped and optimizer and scheduler
+    left untouched. Returns (applied, the norm before clipping; global under torchrun)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        return False, float(norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return True, float(norm)
+
+
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, mb: Batch,
                    spec: LossSpec, micro_batch_size: int, grad_clip: float) -> tuple[bool, dict[str, float]]:
     """Accumulate gradients over micro-batches and step. Returns (applied, metrics); a non-finite loss or
@@ -173,11 +189,6 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
         w = micro.size / num_seqs
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + w * float(v)
-    params = [p for g in optimizer.param_groups for p in g["params"]]  # what the step updates (model + aux)
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-    if not torch.isfinite(norm):
-        optimizer.zero_grad(set_to_none=True)
-        return False, {"loss": float(total), "grad_norm": float(norm)}
-    optimizer.step()
-    scheduler.step()
-    return True, {**sums, "loss": float(total), "grad_norm": float(norm)}
+    ok, norm = clipped_step(optimizer, scheduler, grad_clip)  # the model's parameters and any aux ones
+    out = {"loss": float(total), "grad_norm": norm}
+    return ok, ({**sums, **out} if ok else out)
